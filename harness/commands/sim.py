@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import typer
@@ -52,3 +53,32 @@ def down(state_dir: Path = typer.Option(None)) -> None:
     """Stop every process the station started, by PID."""
     stopped = sim_down(state_dir or default_state_dir())
     console.print(f"stopped {len(stopped)} process(es): {', '.join(stopped) or '-'}")
+
+
+@app.command("deck")
+def deck(dataset: Path = typer.Option(None, help="Face dataset (else FACEHIL_FACES, else packaged samples)."),
+         out: Path = typer.Option(..., help="Folder to write personas/, cards/ and pki/ into."),
+         count: int = typer.Option(6, min=1, max=999, help="How many personas."),
+         seed: int = typer.Option(0, help="Seed: the same seed gives the same deck."),
+         ) -> None:
+    """Generate a deck of personas (standard and face-auth cards) and their PKI."""
+    from harness.facedata import FaceDataError, resolve_faces
+    from sim.card.deck import generate_deck
+    from sim.card.persona import Persona
+
+    try:
+        faces = resolve_faces(dataset)
+        paths = generate_deck(faces, out, count=count, seed=seed)
+    except (FaceDataError, OSError, ValueError) as exc:
+        console.print(f"[red]sim deck failed:[/red] {exc}")
+        raise typer.Exit(1)
+    table = Table("id", "profile", "age", "registered", "revoked", "file")
+    today = dt.date.today()
+    for path in paths:
+        p = Persona.load(path)
+        table.add_row(p.id, p.profile, str(p.age_on(today)), "yes" if p.registered_for_insurance else "no",
+                      "yes" if p.revoked else "no", str(path))
+    console.print(table)
+    if faces.low_fidelity:
+        console.print("[yellow]faces are low-fidelity packaged samples; set FACEHIL_FACES for a real dataset[/yellow]")
+    print(out.resolve())

@@ -1,0 +1,67 @@
+"""The cards component of the simulated station (sim/card/station.py), on the test pcscd."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from harness.facedata import resolve_faces
+from sim.card.control import CardControl
+from sim.card.station import start_cards
+from sim.station import SimContext, sim_down, sim_status
+
+PROBE = """
+from smartcard.System import readers
+from smartcard.scard import SCARD_LEAVE_CARD
+for r in readers():
+    c = r.createConnection(); c.connect(disposition=SCARD_LEAVE_CARD)
+    d, s1, s2 = c.transmit(list(bytes.fromhex("00A4040C0AD392F000260100000001")))
+    print(str(r), bytes(c.getATR()).hex(), f"{s1:02X}{s2:02X}")
+    c.disconnect()
+"""
+
+
+@pytest.fixture
+def station(pcscd, card_deck, tmp_path):
+    shutil.copytree(card_deck, tmp_path / "deck")  # reuse the session's deck: no key generation
+    ctx = SimContext(state_dir=tmp_path, pcscd=pcscd, faces=resolve_faces())
+    try:
+        start_cards(ctx)
+        yield ctx
+    finally:
+        stopped = sim_down(tmp_path)
+        assert set(stopped) <= {"card-standard", "card-face-auth"}
+
+
+def test_start_cards_serves_both_profiles_and_describes_them(station, pcscd):
+    cards = station.station["cards"]
+    assert [(c["profile"], c["slot"]) for c in cards] == [("standard", 0), ("face-auth", 1)]
+    assert station.station["pki"]["dir"].endswith("pki")
+    for card in cards:
+        st = CardControl.from_address(card["control"]).status()
+        assert st["connected"] == "1" and st["persona"] == card["id"] and st["profile"] == card["profile"]
+        assert os.path.exists(card["persona"])
+    assert all(p["alive"] for p in sim_status(station.state_dir))
+    # A separate process, as a station client would be, sees both cards through pcscd.
+    env = dict(os.environ, **pcscd.client_env())
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [line.split()[-1] for line in lines] == ["9000", "9000"]
+    assert all("3be000ff8131fe4514" in line for line in lines)
+
+
+def test_sim_down_stops_the_cards(pcscd, card_deck, tmp_path):
+    shutil.copytree(card_deck, tmp_path / "deck")
+    ctx = SimContext(state_dir=tmp_path, pcscd=pcscd, faces=resolve_faces())
+    start_cards(ctx)
+    pids = [p.pid for p in ctx.processes]
+    assert sorted(sim_down(tmp_path)) == ["card-face-auth", "card-standard"]
+    for pid in pids:
+        assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1][:3]
+    # The deck was reused, not regenerated: still the session's four personas.
+    assert len(list((tmp_path / "deck" / "personas").glob("*.toml"))) == 4
