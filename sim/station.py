@@ -97,10 +97,18 @@ Component = Callable[[SimContext], None]
 
 def _components() -> list[tuple[str, Component]]:
     """The station's parts, in start order. Imported lazily: each lives with its simulator."""
+    from sim.camera import start_camera
     from sim.card.station import start_cards
+    from sim.eligibility.station import start_eligibility
+    from sim.reader.station import start_reader
+    from sim.rig import start_rig
 
     return [
         ("cards", start_cards),
+        ("camera", start_camera),
+        ("rig", start_rig),
+        ("eligibility", start_eligibility),
+        ("reader", start_reader),
     ]
 
 

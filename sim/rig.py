@@ -1,0 +1,148 @@
+"""The simulated rig controller: `python -m sim.rig --pty | --socket HOST:PORT [...]`.
+
+Prints ``READY pty=/dev/pts/N`` or ``READY socket=HOST:PORT`` once it listens, then serves
+the rig protocol of hardware.md until SIGTERM. Its actuators drive the rest of the simulated
+station: deck cards through their control ports (``--card SLOT=HOST:PORT``), the reader's
+power through its supply port (``--supply`` / ``--supply-file``) and the subject presenter
+through its HTTP control (``--presenter``).
+
+Also the station component ``start_rig(ctx)`` for sim/station.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from sim.rig_firmware import FIRMWARE, RigFirmware
+from sim.rig_links import CardLink, PresenterLink, SupplyLink, parse_hostport
+from sim.rig_model import OperatingVolume
+from sim.rig_protocol import PROTOCOL_VERSION, event
+from sim.rig_transport import PtyTransport, SocketTransport
+
+log = logging.getLogger("sim.rig")
+
+SUPPLY_FILE = "reader-supply.addr"  # the reader component writes HOST:PORT here (docs/interfaces.md)
+READY_TIMEOUT_S = 15.0
+
+
+def _card_arg(text: str) -> tuple[int, CardLink | None]:
+    slot, sep, addr = text.partition("=")
+    if not slot.isdigit():
+        raise argparse.ArgumentTypeError(f"expected SLOT[=HOST:PORT], got {text!r}")
+    if not sep:
+        return int(slot), None  # a deck slot with no card process: physical model only
+    host, port = parse_hostport(addr)
+    return int(slot), CardLink(int(slot), host, port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sim.rig", description=__doc__.split("\n\n")[0])
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--pty", action="store_true", help="serve on a new pseudo-terminal")
+    where.add_argument("--socket", metavar="HOST:PORT", help="serve on TCP (PORT 0: any free port)")
+    p.add_argument("--card", action="append", type=_card_arg, default=[], metavar="SLOT[=HOST:PORT]",
+                   help="a deck slot and its card process's control port (repeatable)")
+    p.add_argument("--supply", metavar="HOST:PORT", help="the reader's supply port")
+    p.add_argument("--supply-file", type=Path, help="file holding the supply port's HOST:PORT (read lazily)")
+    p.add_argument("--presenter", metavar="URL", help="subject presenter control, e.g. http://127.0.0.1:8000")
+    p.add_argument("--serial", default="SIM-RIG-0001", help="serial number reported by HELLO")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    if args.socket:
+        host, port = parse_hostport(args.socket)
+        transport = SocketTransport(host, port)
+    else:
+        transport = PtyTransport()
+    firmware = RigFirmware(volume=OperatingVolume(), cards=dict(args.card),
+                           supply=SupplyLink(args.supply, args.supply_file),
+                           presenter=PresenterLink(args.presenter), send_event=transport.send,
+                           serial=args.serial)
+    firmware.adopt()
+    signal.signal(signal.SIGTERM, lambda *_: transport.stop())
+    signal.signal(signal.SIGINT, lambda *_: transport.stop())
+    transport.send(event("BOOT", fw=FIRMWARE, proto=PROTOCOL_VERSION))  # lost if nobody listens, as on a UART
+    print(f"READY {transport.describe()}", flush=True)
+    try:
+        transport.serve(firmware.handle)
+    finally:
+        firmware.shutdown()
+        transport.close()
+    return 0
+
+
+# -- station component -------------------------------------------------------------------------
+def wait_ready(proc, log_path: Path, offset: int, timeout_s: float = READY_TIMEOUT_S) -> str:
+    """Wait for the ``READY ...`` line a station process prints to its log; returns the rest."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if log_path.exists():
+            with open(log_path, "rb") as fh:
+                fh.seek(offset)
+                for raw in fh.read().decode("utf-8", "replace").splitlines():
+                    if raw.startswith("READY"):
+                        return raw[len("READY"):].strip()
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    tail = log_path.read_text(errors="replace")[-600:] if log_path.exists() else ""
+    state = f"exited with {proc.returncode}" if proc.poll() is not None else f"not ready after {timeout_s:.0f}s"
+    raise RuntimeError(f"{log_path.stem} {state}: {tail}")
+
+
+def spawn_ready(ctx, name: str, argv: list[str]) -> str:
+    """ctx.spawn + wait for READY; the station's log files are appended to, so skip old content."""
+    log_path = ctx.state_dir / "logs" / f"{name}.log"
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    proc = ctx.spawn(name, argv)
+    return wait_ready(proc, log_path, offset)
+
+
+def _card_control(card: dict) -> str | None:
+    control = card.get("control")
+    if control is None:
+        return None
+    if isinstance(control, int) or str(control).isdigit():
+        return f"127.0.0.1:{int(control)}"
+    text = str(control)
+    return text.split("://", 1)[-1]
+
+
+def start_rig(ctx) -> None:
+    """Station component: the rig controller on a pty (``ctx.options["rig_transport"]="socket"``
+    for TCP), wired to the deck's card processes, the presenter and the reader's supply."""
+    from sim.station import StationError
+
+    argv = ["--socket", "127.0.0.1:0"] if ctx.options.get("rig_transport") == "socket" else ["--pty"]
+    for card in ctx.station.get("cards", []):
+        slot = card.get("placer_slot")
+        if slot is None:
+            continue
+        control = _card_control(card)
+        argv += ["--card", f"{slot}={control}" if control else str(slot)]
+    presenter = ctx.station.get("camera", {}).get("control")
+    if presenter:
+        argv += ["--presenter", presenter]
+    supply = ctx.options.get("reader_supply")
+    argv += ["--supply", supply] if supply else ["--supply-file", str(ctx.state_dir / SUPPLY_FILE)]
+    try:
+        ready = spawn_ready(ctx, "rig", ctx.python("sim.rig", *argv))
+    except RuntimeError as exc:
+        raise StationError(f"rig controller did not start: {exc}") from exc
+    kind, _, where = ready.partition("=")
+    url = f"serial:{where}" if kind == "pty" else f"socket://{where}"
+    ctx.station["rig"] = {"url": url}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

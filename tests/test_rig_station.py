@@ -1,0 +1,76 @@
+"""`facehil sim up` includes the rig controller and the subject presenter, wired to the cards:
+the station file it writes loads with harness.config and drives them through the drivers."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from drivers.camera import OpenCVCamera
+from drivers.rig import CardPose, RigController
+from harness.config import load_station
+from harness.facedata import list_identities, resolve_faces
+from sim import camera_marker
+from sim.card.control import CardControl
+from sim.station import sim_down, sim_status, sim_up
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def station(tmp_path_factory):
+    state_dir = tmp_path_factory.mktemp("rig-station") / "sim"
+    path = sim_up(state_dir, private_pcscd=True)
+    try:
+        yield load_station(path)
+    finally:
+        sim_down(state_dir)
+
+
+def test_sim_up_runs_rig_and_camera_and_they_drive_the_station(station):
+    names = {p["name"] for p in sim_status(station.station.state_dir) if p["alive"]}
+    assert {"rig", "camera"} <= names
+    assert station.rig.url.scheme == "serial" and station.camera.url.scheme == "http"
+    slots = {c.placer_slot: c for c in station.cards}
+    with RigController(station.rig.url.serial_url) as rig:
+        assert set(rig.info.slots) == set(slots)
+        target = max(slots)
+        rig.place_card(target, CardPose.nominal(), 2000)
+        st = CardControl.from_address(slots[target].control).status()
+        assert (st["inserted"], st["coupling"]) == ("1", "present")
+        for slot, card in slots.items():
+            if slot != target:  # one placer, one reader: the other deck cards are off it
+                assert CardControl.from_address(card.control).status()["inserted"] == "0"
+        who = list_identities(resolve_faces(station.faces.dataset))[0].name
+        rig.show_subject(who)
+        with OpenCVCamera(station.camera.source) as cam:
+            frame = cam.read(timeout_s=10)
+            assert (frame.width, frame.height) == (640, 480) and camera_marker.read(frame.image) is not None
+            rig.blank_display()
+            while frame.image[16:].mean() > 3:  # the display goes dark in the stream
+                frame = cam.read(timeout_s=10)
+        rig.remove_card(2000)
+        assert CardControl.from_address(slots[target].control).status()["inserted"] == "0"
+
+
+def _supply_status(address: str) -> dict[str, str]:
+    host, _, port = address.strip().rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"STATUS\n")
+        reply = s.makefile("rb").readline().decode().split()
+    assert reply and reply[0] == "OK", reply
+    return dict(kv.split("=", 1) for kv in reply[1:])
+
+
+def test_power_relay_switches_the_simulated_reader(station):
+    addr_file = station.station.state_dir / "reader-supply.addr"
+    if not addr_file.exists():
+        pytest.skip("the simulated station has no reader supply port (sim/reader component absent)")
+    address = addr_file.read_text()
+    with RigController(station.rig.url.serial_url) as rig:
+        assert rig.command("POWER OFF").fields["supply"] == "ok"
+        assert _supply_status(address)["power"] == "off"
+        assert rig.command("POWER ON").fields["supply"] == "ok"
+        assert _supply_status(address)["power"] == "on"
+        assert rig.health().ok
