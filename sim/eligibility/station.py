@@ -1,0 +1,17 @@
+"""Station component of the eligibility service (sim/station.py): ``start_eligibility``."""
+
+from __future__ import annotations
+
+from sim.reader.station import spawn_ready
+
+
+def start_eligibility(ctx) -> None:
+    """The eligibility service, seeded with the deck's registered cards."""
+    pki = ctx.station.get("pki", {}).get("dir") or str(ctx.state_dir / "deck" / "pki")
+    state = ctx.state_dir / "eligibility"
+    argv = ctx.python("sim.eligibility", "--pki-dir", pki, "--state-dir", str(state),
+                      "--deck", str(ctx.state_dir / "deck"))
+    if ctx.options.get("eligibility_db"):
+        argv += ["--db", str(ctx.options["eligibility_db"])]
+    ready = spawn_ready(ctx, "eligibility", argv)
+    ctx.station["eligibility"] = {"url": ready["url"]}

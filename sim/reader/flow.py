@@ -1,0 +1,704 @@
+"""The reference reader's session flow: a pure, table-driven state machine.
+
+``ReaderFlow.handle(input)`` looks up ``(screen, input key)`` in :data:`TRANSITIONS` and runs the
+handler; anything not in the table is refused with a code and a clear message (and a ``refused``
+event) and changes nothing. Every change of screen, and every outcome, is an event stamped with
+the injected clock. All I/O goes through the injected ports (``sim.reader.ports``), so unit
+tests drive the same code with recorded answers.
+
+Inputs: ``CardInserted``, ``CardRemoved``, ``Press(button)``, ``EnterPin(digits)``,
+``Staff(action)`` and ``Tick`` (the firmware's main loop sends Tick continuously: it runs one
+face attempt on the face screen and checks the timeouts elsewhere).
+
+Faults (:class:`Faults`) turn the reference reader into a deliberately faulty one, so a scenario
+suite can prove that it catches each fault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sim.reader.ports import (
+    FACE_AUTH,
+    CardData,
+    CardError,
+    CardRemovedError,
+    CardUnreadable,
+    EligibilityUnavailable,
+    FaceError,
+    Ports,
+)
+from sim.reader.screens import BUTTONS, MESSAGES, Screen
+
+log = logging.getLogger(__name__)
+
+FEATURE_VISUAL_REGISTRATION = "visual_check_registration"
+FEATURE_PAD = "presentation_attack_detection"
+CHECKUP_MIN_AGE = 40
+PIN_RE = re.compile(r"[0-9]{4}")
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    face_retries: int = 3  # non-matching faces before the fallback
+    face_timeout_ms: int = 15_000  # on the face screen without a decision -> fallback
+    screen_timeout_ms: int = 60_000  # patient inactivity on a patient screen -> done
+    card_reminder_ms: int = 15_000  # card left on a "take your card" screen -> alarm event
+    return_to_face_mode: bool = True  # leave visual mode when the session ends
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Deliberate faults of a "faulty reader" (all off in the reference)."""
+
+    forget_face_mode: bool = False  # stays in visual mode after the session
+    offer_pin_to_face_auth: bool = False  # offers and accepts PIN entry for a face-auth card
+    match_carer: bool = False  # accepts when several faces are in the frame
+    skip_age_rule: bool = False  # accepts checkup consent from an under-40
+    accept_downgrade: bool = False  # firmware: installs an older version without allow_downgrade
+    accept_bad_signature: bool = False  # firmware: installs an image whose signature fails
+    ignore_pin_lock: bool = False  # keeps asking for the PIN after the card locked it
+    no_card_alarm: bool = False  # never raises the card-left alarm
+    visual_registration_without_feature: bool = False  # registers after a visual check on 1.4.0
+    skip_pad: bool = False  # claims presentation-attack detection but never runs it
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Faults":
+        """``"a,b"`` -> Faults(a=True, b=True); empty or "none" -> no faults. Unknown names raise."""
+        items = [t.strip() for t in (text or "").replace(" ", ",").split(",") if t.strip()]
+        if items == ["none"]:
+            items = []
+        unknown = sorted(set(items) - set(cls.names()))
+        if unknown:
+            raise ValueError(f"unknown reader fault(s) {', '.join(unknown)}; known: {', '.join(cls.names())}")
+        return cls(**{n: True for n in items})
+
+    def active(self) -> tuple[str, ...]:
+        return tuple(n for n in self.names() if getattr(self, n))
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CardInserted:
+    key = "card_inserted"
+
+
+@dataclass(frozen=True)
+class CardRemoved:
+    key = "card_removed"
+
+
+@dataclass(frozen=True)
+class Press:
+    button: str
+
+    @property
+    def key(self) -> str:
+        return f"press:{self.button}"
+
+
+@dataclass(frozen=True)
+class EnterPin:
+    digits: str
+    key = "pin"
+
+    def __repr__(self) -> str:  # a PIN never goes into logs
+        return "EnterPin(****)"
+
+
+@dataclass(frozen=True)
+class Staff:
+    action: str  # visual | confirm | reject | face
+
+    @property
+    def key(self) -> str:
+        return f"staff:{self.action}"
+
+
+@dataclass(frozen=True)
+class Tick:
+    key = "tick"
+
+
+Input = CardInserted | CardRemoved | Press | EnterPin | Staff | Tick
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    code: str = ""
+    message: str = ""
+
+
+OK = Outcome(True)
+
+
+@dataclass(frozen=True)
+class FlowEvent:
+    t_ms: int
+    kind: str
+    fields: dict[str, Any]
+
+
+@dataclass
+class Session:
+    started_ms: int
+    card: CardData | None = None
+    enrollment: Any = None
+    registered: bool = False
+    method: str | None = None
+    face_started_ms: int = 0
+    face_failures: int = 0
+    face_attempts: int = 0
+    consents: dict[str, str] = field(default_factory=dict)
+    alarm_raised: bool = False
+
+
+S = Screen
+# (screen, input key) -> handler. Anything else is refused.
+TRANSITIONS: dict[tuple[Screen, str], str] = {
+    (S.IDLE, "card_inserted"): "_on_card_inserted",
+    (S.IDLE, "card_removed"): "_noop",
+    (S.IDLE, "tick"): "_noop",
+    (S.IDLE, "staff:visual"): "_staff_mode_visual",
+    (S.IDLE, "staff:face"): "_staff_mode_face",
+
+    (S.PLACE_AGAIN, "card_inserted"): "_on_card_inserted",
+    (S.PLACE_AGAIN, "card_removed"): "_card_taken",
+    (S.PLACE_AGAIN, "tick"): "_noop",
+    (S.PLACE_AGAIN, "staff:visual"): "_staff_mode_visual",
+    (S.PLACE_AGAIN, "staff:face"): "_staff_mode_face",
+
+    (S.READING, "card_removed"): "_abort_removed",
+
+    (S.METHOD_SELECT, "press:face"): "_choose_face",
+    (S.METHOD_SELECT, "press:pin"): "_choose_pin",
+    (S.METHOD_SELECT, "press:end"): "_end_by_patient",
+    (S.METHOD_SELECT, "pin"): "_pin_not_here",
+    (S.METHOD_SELECT, "staff:visual"): "_staff_mode_visual",
+    (S.METHOD_SELECT, "staff:face"): "_staff_mode_face",
+    (S.METHOD_SELECT, "tick"): "_patient_timeout",
+    (S.METHOD_SELECT, "card_removed"): "_abort_removed",
+
+    (S.FACE_AUTH, "tick"): "_face_tick",
+    (S.FACE_AUTH, "press:end"): "_end_by_patient",
+    (S.FACE_AUTH, "pin"): "_pin_not_here",
+    (S.FACE_AUTH, "staff:visual"): "_staff_visual_check",
+    (S.FACE_AUTH, "staff:face"): "_staff_mode_face",
+    (S.FACE_AUTH, "card_removed"): "_abort_removed",
+
+    (S.PIN_ENTRY, "pin"): "_verify_pin",
+    (S.PIN_ENTRY, "press:end"): "_end_by_patient",
+    (S.PIN_ENTRY, "staff:visual"): "_staff_visual_check",
+    (S.PIN_ENTRY, "staff:face"): "_staff_mode_face",
+    (S.PIN_ENTRY, "tick"): "_patient_timeout",
+    (S.PIN_ENTRY, "card_removed"): "_abort_removed",
+
+    (S.PIN_LOCKED, "card_removed"): "_card_taken",
+    (S.PIN_LOCKED, "tick"): "_reminder_tick",
+    (S.PIN_LOCKED, "staff:visual"): "_staff_mode_visual",
+    (S.PIN_LOCKED, "staff:face"): "_staff_mode_face",
+
+    (S.STAFF_CALL, "staff:visual"): "_staff_visual_check",
+    (S.STAFF_CALL, "staff:face"): "_staff_face_retry",
+    (S.STAFF_CALL, "press:end"): "_end_by_patient",
+    (S.STAFF_CALL, "pin"): "_pin_not_here",
+    (S.STAFF_CALL, "tick"): "_noop",
+    (S.STAFF_CALL, "card_removed"): "_abort_removed",
+
+    (S.VISUAL_CHECK, "staff:confirm"): "_visual_confirm",
+    (S.VISUAL_CHECK, "staff:reject"): "_visual_reject",
+    (S.VISUAL_CHECK, "staff:face"): "_staff_face_retry",
+    (S.VISUAL_CHECK, "staff:visual"): "_noop",
+    (S.VISUAL_CHECK, "tick"): "_noop",
+    (S.VISUAL_CHECK, "card_removed"): "_abort_removed",
+
+    (S.REGISTRATION, "press:register"): "_register",
+    (S.REGISTRATION, "press:skip"): "_skip_registration",
+    (S.REGISTRATION, "tick"): "_patient_timeout",
+    (S.REGISTRATION, "card_removed"): "_abort_removed",
+
+    (S.CONSENT_SURGERY, "press:consent"): "_consent",
+    (S.CONSENT_SURGERY, "press:decline"): "_consent",
+    (S.CONSENT_SURGERY, "tick"): "_patient_timeout",
+    (S.CONSENT_SURGERY, "card_removed"): "_abort_removed",
+
+    (S.CONSENT_CARE, "press:consent"): "_consent",
+    (S.CONSENT_CARE, "press:decline"): "_consent",
+    (S.CONSENT_CARE, "tick"): "_patient_timeout",
+    (S.CONSENT_CARE, "card_removed"): "_abort_removed",
+
+    (S.CONSENT_CHECKUP, "press:consent"): "_consent_checkup",
+    (S.CONSENT_CHECKUP, "press:decline_or_under40"): "_consent_checkup",
+    (S.CONSENT_CHECKUP, "tick"): "_patient_timeout",
+    (S.CONSENT_CHECKUP, "card_removed"): "_abort_removed",
+
+    (S.QUERYING, "card_removed"): "_abort_removed",
+
+    (S.DONE, "card_removed"): "_card_taken",
+    (S.DONE, "tick"): "_reminder_tick",
+    (S.DONE, "staff:visual"): "_staff_mode_visual",
+    (S.DONE, "staff:face"): "_staff_mode_face",
+
+    (S.ERROR, "card_removed"): "_card_taken",
+    (S.ERROR, "tick"): "_reminder_tick",
+    (S.ERROR, "staff:visual"): "_staff_mode_visual",
+    (S.ERROR, "staff:face"): "_staff_mode_face",
+}
+
+_CONSENT_ITEM = {S.CONSENT_SURGERY: "surgery", S.CONSENT_CARE: "care", S.CONSENT_CHECKUP: "checkup"}
+
+
+def age_years(birth: dt.date, today: dt.date) -> int:
+    """Completed years (a 29 Feb birthday is reached on 1 Mar in common years)."""
+    years = today.year - birth.year
+    if (today.month, today.day) < (birth.month, birth.day):
+        years -= 1
+    return years
+
+
+class ReaderFlow:
+    """One reader's session flow. Not thread-safe: one loop feeds it inputs."""
+
+    def __init__(self, ports: Ports, *, features: frozenset[str] | set[str] = frozenset(),
+                 config: FlowConfig = FlowConfig(), faults: Faults = Faults(),
+                 sink: Callable[[FlowEvent], None] | None = None):
+        self.ports = ports
+        self.features = frozenset(features)
+        self.config = config
+        self.faults = faults
+        self._sink = sink or (lambda ev: None)
+        self.screen = Screen.IDLE
+        self.mode = "face"
+        self.session: Session | None = None
+        self.message = MESSAGES[Screen.IDLE]
+        self._screen_since_ms = ports.clock.monotonic_ms()
+
+    # -- public -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Announce the first screen (after boot)."""
+        self._emit("screen", id=self.screen.value, msg=self.message, buttons=",".join(self.buttons()))
+
+    def handle(self, inp: Input) -> Outcome:
+        name = TRANSITIONS.get((self.screen, inp.key))
+        if name is None:
+            return self._refused_by_table(inp)
+        try:
+            return getattr(self, name)(inp) or OK
+        except Exception as exc:  # a bug or a port failing oddly must not wedge the reader
+            log.exception("reader flow: %s on %s failed", inp, self.screen.value)
+            return self._fail("internal", f"internal error: {type(exc).__name__}", to=Screen.ERROR)
+
+    def buttons(self) -> tuple[str, ...]:
+        buttons = BUTTONS.get(self.screen, ())
+        if self.screen is Screen.METHOD_SELECT and self._is_face_auth_card() and not self.faults.offer_pin_to_face_auth:
+            buttons = tuple(b for b in buttons if b != "pin")
+        return buttons
+
+    def state(self) -> dict[str, Any]:
+        """What the SCREEN query reports."""
+        out: dict[str, Any] = {"screen": self.screen.value, "buttons": ",".join(self.buttons()),
+                               "mode": self.mode, "msg": self.message}
+        s = self.session
+        out["card"] = s.card.profile if s and s.card else "none"
+        if s and s.method:
+            out["method"] = s.method
+        if self.screen is Screen.CONSENT_CHECKUP:
+            out["age40"] = int(self._age40())
+        if self.screen is Screen.VISUAL_CHECK:
+            out["photo"] = int(bool(s and s.card and s.card.photo))
+        return out
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _now(self) -> int:
+        return self.ports.clock.monotonic_ms()
+
+    def _emit(self, kind: str, /, **fields: Any) -> None:
+        self._sink(FlowEvent(self._now(), kind, {k: v for k, v in fields.items() if v is not None}))
+
+    def _set_screen(self, screen: Screen, message: str | None = None) -> None:
+        previous = self.screen
+        self.screen = screen
+        self.message = message or MESSAGES[screen]
+        self._screen_since_ms = self._now()
+        self._emit("screen", id=screen.value, **{"from": previous.value}, msg=self.message,
+                   buttons=",".join(self.buttons()))
+
+    def _refuse(self, action: str, code: str, message: str) -> Outcome:
+        self._emit("refused", action=action, code=code, msg=message)
+        return Outcome(False, code, message)
+
+    def _refused_by_table(self, inp: Input) -> Outcome:
+        action = inp.key
+        if isinstance(inp, Press):
+            if inp.button not in self.buttons():
+                return self._refuse(action, "NOT_OFFERED",
+                                    f"button {inp.button!r} is not on screen {self.screen.value}")
+        if isinstance(inp, EnterPin) and self._is_face_auth_card():
+            return self._pin_unavailable()
+        return self._refuse(action, "STATE", f"{action} is not possible on screen {self.screen.value}")
+
+    def _fail(self, code: str, message: str, *, to: Screen = Screen.ERROR) -> Outcome:
+        """An error event, then a clean screen (ERROR waits for the card; IDLE when it is gone)."""
+        self._emit("error", code=code, msg=message)
+        if to is Screen.IDLE:
+            self._to_idle()
+        else:
+            self._set_screen(to, message)
+        return OK
+
+    def _is_face_auth_card(self) -> bool:
+        s = self.session
+        return bool(s and s.card and s.card.profile == FACE_AUTH)
+
+    def _age40(self) -> bool:
+        s = self.session
+        if not (s and s.card and s.card.birth_date):
+            return False  # unknown age: the checkup item is not offered (as for under-40s)
+        return age_years(s.card.birth_date, self.ports.clock.today()) >= CHECKUP_MIN_AGE
+
+    def _pad_active(self) -> bool:
+        return FEATURE_PAD in self.features and not self.faults.skip_pad
+
+    def _set_mode(self, mode: str, reason: str) -> None:
+        if self.mode != mode:
+            self.mode = mode
+            self._emit("mode", mode=mode, reason=reason)
+
+    def _to_idle(self) -> None:
+        self.session = None
+        if self.mode == "visual" and self.config.return_to_face_mode and not self.faults.forget_face_mode:
+            self._set_mode("face", "session_end")
+        self._set_screen(Screen.IDLE)
+
+    # -- handlers: card -----------------------------------------------------------------------
+    def _noop(self, inp: Input) -> Outcome:
+        return OK
+
+    def _on_card_inserted(self, inp: Input) -> Outcome:
+        self.session = s = Session(started_ms=self._now())
+        self._emit("card", state="inserted")
+        self._set_screen(Screen.READING)
+        try:
+            card = self.ports.card.read()
+        except CardRemovedError:
+            return self._abort_removed(inp)
+        except CardUnreadable as exc:
+            self._emit("error", code="card_unreadable", msg=str(exc) or "card unreadable")
+            self.session = None
+            self._set_screen(Screen.PLACE_AGAIN)
+            return OK
+        except CardError as exc:
+            return self._fail("card_error", f"card error: {exc}")
+        s.card = card
+        try:
+            status = self.ports.eligibility.status(card.certificate_der)
+        except EligibilityUnavailable as exc:
+            return self._fail("eligibility_unavailable", f"eligibility service unavailable: {exc}")
+        if status.cert_status != "valid":
+            return self._fail(f"cert_{status.cert_status}",
+                              f"The card's certificate is {status.cert_status.replace('_', ' ')}. "
+                              "Please ask the reception staff.")
+        s.registered = status.registered
+        if card.photo:
+            try:
+                s.enrollment = self.ports.face.enroll(card.photo)
+            except FaceError as exc:
+                self._emit("face", outcome="enroll_failed", reason=str(exc))
+        self._emit("card", state="read", profile=card.profile, registered=int(s.registered),
+                   photo=int(s.enrollment is not None))
+        self._set_screen(Screen.METHOD_SELECT)
+        return OK
+
+    def _abort_removed(self, inp: Input) -> Outcome:
+        self._emit("card", state="removed")
+        self._emit("error", code="card_removed", msg="The card was removed before the end.")
+        self._emit("session", result="aborted")
+        self._to_idle()
+        return OK
+
+    def _card_taken(self, inp: Input) -> Outcome:
+        self._emit("card", state="removed")
+        self._to_idle()
+        return OK
+
+    def _end_by_patient(self, inp: Input) -> Outcome:
+        self._emit("session", result="ended")
+        self._set_screen(Screen.DONE)
+        return OK
+
+    def _patient_timeout(self, inp: Input) -> Outcome:
+        if self._now() - self._screen_since_ms >= self.config.screen_timeout_ms:
+            self._emit("session", result="timeout")
+            return self._fail("timeout", f"No input for {self.config.screen_timeout_ms // 1000} s.", to=Screen.DONE)
+        return OK
+
+    def _reminder_tick(self, inp: Input) -> Outcome:
+        s = self.session
+        if s is None or s.alarm_raised or self.faults.no_card_alarm:
+            return OK
+        if self._now() - self._screen_since_ms >= self.config.card_reminder_ms:
+            s.alarm_raised = True
+            self._emit("alarm", kind="card_left", msg="The card is still on the reader.")
+        return OK
+
+    # -- handlers: face -----------------------------------------------------------------------
+    def _choose_face(self, inp: Input) -> Outcome:
+        if self.mode == "visual":
+            return self._enter_visual_check()
+        return self._start_face()
+
+    def _start_face(self) -> Outcome:
+        s = self.session
+        assert s is not None
+        s.face_started_ms = self._now()
+        s.face_failures = 0
+        s.face_attempts = 0
+        if s.enrollment is None:
+            return self._face_failed("no_card_photo")
+        self._set_screen(Screen.FACE_AUTH)
+        return OK
+
+    def _face_tick(self, inp: Input) -> Outcome:
+        s = self.session
+        assert s is not None
+        if self._now() - s.face_started_ms >= self.config.face_timeout_ms:
+            return self._face_failed("timeout")
+        obs = self.ports.face.attempt(s.enrollment, detect_attack=self._pad_active())
+        s.face_attempts += 1
+        score = None if obs.score is None else f"{obs.score:.3f}"
+        if not obs.camera_ok:
+            self._emit("face", outcome="camera_error", attempt=s.face_attempts, reason=obs.reason)
+            self._emit("error", code="camera_failure", msg=f"camera failure: {obs.reason}")
+            return self._face_failed("camera_failure")
+        if obs.face_count == 0:
+            self._emit("face", outcome="no_face", attempt=s.face_attempts, faces=0)
+            self.message = "Put your face in the frame."
+            return OK
+        if obs.face_count > 1 and not self.faults.match_carer:
+            self._emit("face", outcome="multiple_faces", attempt=s.face_attempts, faces=obs.face_count)
+            self.message = "Only the card holder in the frame, please."
+            return OK
+        if obs.attack:
+            self._emit("face", outcome="attack", attempt=s.face_attempts, faces=obs.face_count, score=score)
+            return self._face_failed("presentation_attack")
+        if obs.accepted:
+            self._emit("face", outcome="match", attempt=s.face_attempts, faces=obs.face_count, score=score)
+            self._emit("auth", method="face", result="ok")
+            return self._after_auth("face")
+        s.face_failures += 1
+        self._emit("face", outcome="no_match", attempt=s.face_attempts, faces=obs.face_count, score=score,
+                   retries_left=max(0, self.config.face_retries - s.face_failures))
+        if s.face_failures >= self.config.face_retries:
+            return self._face_failed("no_match")
+        self.message = "Face not recognised. Look at the camera again."
+        return OK
+
+    def _face_failed(self, reason: str) -> Outcome:
+        self._emit("auth", method="face", result="fail", reason=reason)
+        if reason == "presentation_attack":
+            self._set_screen(Screen.STAFF_CALL, "Face authentication was refused. Please call the reception staff.")
+        elif not self._is_face_auth_card() or self.faults.offer_pin_to_face_auth:
+            self._enter_pin_entry("Face authentication failed. Enter your PIN.")
+        else:
+            self._set_screen(Screen.STAFF_CALL, "Face authentication failed. Please call the reception staff "
+                                                "for a visual check.")
+        return OK
+
+    # -- handlers: PIN ------------------------------------------------------------------------
+    def _pin_unavailable(self) -> Outcome:
+        return self._refuse("pin", "PIN_UNAVAILABLE", "This is a face-authentication card: it has no PIN. "
+                                                      "Use face authentication, or ask the staff.")
+
+    def _choose_pin(self, inp: Input) -> Outcome:
+        if self._is_face_auth_card() and not self.faults.offer_pin_to_face_auth:
+            return self._pin_unavailable()
+        self._enter_pin_entry()
+        return OK
+
+    def _enter_pin_entry(self, message: str | None = None) -> None:
+        s = self.session
+        if s and s.card and s.card.pin_tries_left == 0 and not self.faults.ignore_pin_lock:
+            self._emit("auth", method="pin", result="fail", reason="pin_locked")
+            self._set_screen(Screen.PIN_LOCKED)
+            return
+        self._set_screen(Screen.PIN_ENTRY, message)
+
+    def _pin_not_here(self, inp: Input) -> Outcome:
+        if self._is_face_auth_card():
+            return self._pin_unavailable()
+        return self._refuse("pin", "STATE", f"PIN entry is not possible on screen {self.screen.value}: "
+                                            "choose PIN first.")
+
+    def _verify_pin(self, inp: Input) -> Outcome:
+        assert isinstance(inp, EnterPin)
+        if self._is_face_auth_card() and not self.faults.offer_pin_to_face_auth:
+            return self._pin_unavailable()
+        if not PIN_RE.fullmatch(inp.digits):
+            return self._refuse("pin", "PIN_FORMAT", "The PIN has exactly 4 digits.")
+        try:
+            result = self.ports.card.verify_pin(inp.digits)
+        except CardRemovedError:
+            return self._abort_removed(inp)
+        except CardError as exc:
+            return self._fail("card_error", f"card error during PIN verification: {exc}")
+        if result.ok:
+            self._emit("pin", result="ok")
+            self._emit("auth", method="pin", result="ok")
+            return self._after_auth("pin")
+        self._emit("pin", result="wrong", tries_left=result.tries_left)
+        if result.tries_left <= 0 and not self.faults.ignore_pin_lock:
+            self._emit("auth", method="pin", result="fail", reason="pin_locked")
+            self._set_screen(Screen.PIN_LOCKED)
+        else:
+            self.message = f"Wrong PIN. {result.tries_left} tries left."
+        return OK
+
+    # -- handlers: staff / visual mode ----------------------------------------------------------
+    def _staff_mode_visual(self, inp: Input) -> Outcome:
+        self._set_mode("visual", "staff")
+        return OK
+
+    def _staff_mode_face(self, inp: Input) -> Outcome:
+        self._set_mode("face", "staff")
+        return OK
+
+    def _staff_visual_check(self, inp: Input) -> Outcome:
+        self._set_mode("visual", "staff")
+        return self._enter_visual_check()
+
+    def _enter_visual_check(self) -> Outcome:
+        self._set_screen(Screen.VISUAL_CHECK)
+        return OK
+
+    def _staff_face_retry(self, inp: Input) -> Outcome:
+        self._set_mode("face", "staff")
+        return self._start_face()
+
+    def _visual_confirm(self, inp: Input) -> Outcome:
+        self._emit("auth", method="visual", result="ok")
+        return self._after_auth("visual")
+
+    def _visual_reject(self, inp: Input) -> Outcome:
+        self._emit("auth", method="visual", result="fail", reason="staff_rejected")
+        return self._fail("visual_rejected", "The staff could not confirm the identity.")
+
+    # -- after authentication -----------------------------------------------------------------
+    def _after_auth(self, method: str) -> Outcome:
+        s = self.session
+        assert s is not None and s.card is not None
+        s.method = method
+        if method in ("face", "visual"):
+            try:
+                self.ports.card.authorize(method)
+            except CardRemovedError:
+                return self._abort_removed(Tick())
+            except CardError as exc:
+                return self._fail("terminal_auth_failed", f"terminal authorization failed: {exc}")
+        if s.registered:
+            self._set_screen(Screen.CONSENT_SURGERY)
+            return OK
+        if not self._registration_allowed(method):
+            return self._fail("registration_unavailable",
+                              "Registration after a visual check is not available on this reader. "
+                              "Register with face authentication or the PIN.")
+        self._set_screen(Screen.REGISTRATION)
+        return OK
+
+    def _registration_allowed(self, method: str) -> bool:
+        if method != "visual":
+            return True
+        return FEATURE_VISUAL_REGISTRATION in self.features or self.faults.visual_registration_without_feature
+
+    def _signed(self) -> tuple[str, bytes] | Outcome:
+        """A fresh challenge signed by the card, or the Outcome of the failure (already handled)."""
+        try:
+            challenge = self.ports.eligibility.challenge()
+        except EligibilityUnavailable as exc:
+            return self._fail("eligibility_unavailable", f"eligibility service unavailable: {exc}")
+        try:
+            signature = self.ports.card.sign(challenge.nonce)
+        except CardRemovedError:
+            return self._abort_removed(Tick())
+        except CardError as exc:
+            return self._fail("card_error", f"the card could not sign: {exc}")
+        return challenge.id, signature
+
+    def _register(self, inp: Input) -> Outcome:
+        s = self.session
+        assert s is not None and s.card is not None and s.method is not None
+        if not self._registration_allowed(s.method):  # unreachable from the table; kept as a guard
+            return self._refuse("press:register", "FEATURE", "registration after a visual check needs "
+                                                             f"feature {FEATURE_VISUAL_REGISTRATION}")
+        signed = self._signed()
+        if isinstance(signed, Outcome):
+            return signed
+        try:
+            result = self.ports.eligibility.register(signed[0], signed[1], s.card.certificate_der, s.method)
+        except EligibilityUnavailable as exc:
+            return self._fail("eligibility_unavailable", f"eligibility service unavailable: {exc}")
+        if not result.ok:
+            self._emit("registration", result="fail", method=s.method, code=result.code)
+            return self._fail(result.code, result.message or f"registration refused: {result.code}")
+        s.registered = True
+        self._emit("registration", result="ok", method=s.method)
+        self._set_screen(Screen.CONSENT_SURGERY)
+        return OK
+
+    def _skip_registration(self, inp: Input) -> Outcome:
+        self._emit("session", result="not_registered")
+        self._set_screen(Screen.DONE, "Not registered for health-insurance use. Please take your card.")
+        return OK
+
+    def _consent(self, inp: Input) -> Outcome:
+        assert isinstance(inp, Press) and self.session is not None
+        item = _CONSENT_ITEM[self.screen]
+        self.session.consents[item] = inp.button
+        self._emit("consent", item=item, choice=inp.button)
+        self._set_screen(Screen.CONSENT_CARE if self.screen is Screen.CONSENT_SURGERY else Screen.CONSENT_CHECKUP)
+        return OK
+
+    def _consent_checkup(self, inp: Input) -> Outcome:
+        assert isinstance(inp, Press) and self.session is not None
+        over40 = self._age40()
+        if inp.button == "consent":
+            if not over40 and not self.faults.skip_age_rule:
+                return self._refuse("press:consent", "UNDER_40", "Health-checkup information is shared from "
+                                    "age 40: choose \"don't consent / under 40\".")
+            choice = "consent"
+        else:
+            choice = "decline" if over40 else "under40"
+        self.session.consents["checkup"] = choice
+        self._emit("consent", item="checkup", choice=choice)
+        return self._query()
+
+    def _query(self) -> Outcome:
+        s = self.session
+        assert s is not None and s.card is not None and s.method is not None
+        self._set_screen(Screen.QUERYING)
+        signed = self._signed()
+        if isinstance(signed, Outcome):
+            return signed
+        try:
+            result = self.ports.eligibility.query(signed[0], signed[1], s.card.certificate_der, s.method,
+                                                  dict(s.consents))
+        except EligibilityUnavailable as exc:
+            return self._fail("eligibility_unavailable", f"eligibility service unavailable: {exc}")
+        if not result.ok:
+            self._emit("eligibility", result="fail", code=result.code)
+            return self._fail(result.code, result.message or f"eligibility refused: {result.code}")
+        self._emit("eligibility", result="ok", transaction=result.transaction_id, method=s.method)
+        self._emit("session", result="done", method=s.method)
+        self._set_screen(Screen.DONE)
+        return OK
