@@ -1,0 +1,75 @@
+"""Shared bench fixtures: collect ``bench_*.py``, a private pcscd, and a goals summary.
+
+Benches record ``(name, value, goal, unit, met)`` in ``config.stash[GOALS]``; the summary
+prints them after pytest-benchmark's table. Goals are reported, not asserted: a shared
+machine's noise must not turn a bench run red.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+
+import pytest
+
+from sim.pcscd import SOCKET_ENV, PcscdError, start_private_pcscd
+
+GOALS = pytest.StashKey[list]()
+
+
+def pytest_collect_file(file_path, parent):
+    # bench files are named bench_*.py; collect them unless python_files already does
+    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
+        if parent.session.isinitpath(file_path):
+            return None  # named on the command line: pytest's own collector takes it
+        if not any(fnmatch.fnmatch(file_path.name, pat) for pat in parent.config.getini("python_files")):
+            return pytest.Module.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_configure(config):
+    config.stash[GOALS] = []
+
+
+@pytest.fixture(scope="session")
+def pcscd():
+    """A private pcscd for the bench session (same as tests/conftest.py's)."""
+    try:
+        inst = start_private_pcscd()
+    except PcscdError as exc:
+        pytest.fail(f"cannot start a private pcscd: {exc}")
+    previous = os.environ.get(SOCKET_ENV)
+    os.environ.update(inst.client_env())
+    yield inst
+    inst.stop()
+    if previous is None:
+        os.environ.pop(SOCKET_ENV, None)
+    else:
+        os.environ[SOCKET_ENV] = previous
+
+
+@pytest.fixture
+def goals(request):
+    """``goals(name, value, goal, unit, met)``: record a goal check for the summary."""
+
+    def record(name: str, value: float, goal: str, unit: str, met: bool) -> None:
+        request.config.stash[GOALS].append((name, value, goal, unit, met))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    rows = config.stash.get(GOALS, [])
+    if not rows:
+        return
+    terminalreporter.section("bench goals")
+    for name, value, goal, unit, met in rows:
+        terminalreporter.write_line(f"{'MET   ' if met else 'MISSED'} {name}: {value:.3f} {unit} (goal {goal})")
+
+
+@pytest.fixture(scope="session")
+def dlib_backend():
+    """The dlib face backend (real weights), loaded once for all face benches."""
+    from harness.biometrics import load_backend
+
+    return load_backend("dlib")
