@@ -8,6 +8,9 @@ import pytest
 
 from sim.pcscd import SOCKET_ENV, PcscdError, start_private_pcscd
 
+# throwaway PostgreSQL 15 cluster (session) and a fresh SQLite|PostgreSQL records DB per test
+from pgcluster import db_url, pg_cluster  # noqa: E402,F401
+
 
 @pytest.fixture(scope="session")
 def pcscd():
@@ -28,3 +31,34 @@ def pcscd():
         os.environ.pop(SOCKET_ENV, None)
     else:
         os.environ[SOCKET_ENV] = previous
+
+
+@pytest.fixture(scope="session")
+def card_deck(tmp_path_factory):
+    """A small deck of issued cards (sim/card/deck.py), once per session: p001 standard,
+    p002 face-auth, p003 standard, p004 face-auth (not registered). Faces: FACEHIL_FACES or samples."""
+    from harness.facedata import resolve_faces
+    from sim.card.deck import generate_deck
+
+    out = tmp_path_factory.mktemp("card-deck")
+    generate_deck(resolve_faces(), out, count=4, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def dlib_backend():
+    """The dlib face backend (real weights, ~1 s to load), shared by the whole session."""
+    from harness.biometrics import load_backend
+
+    return load_backend("dlib")
+
+
+@pytest.fixture(scope="session")
+def faces_several():
+    """A face dataset with several photos per identity, or skip naming FACEHIL_FACES."""
+    from harness.facedata import NEEDS_SEVERAL, resolve_faces
+
+    source = resolve_faces()
+    if source.low_fidelity:
+        pytest.skip(NEEDS_SEVERAL)
+    return source
