@@ -1,0 +1,230 @@
+"""`facehil fleet run|status` (the lab's dispatcher) and `facehil worker` (one per rig host)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from harness.fleet import BROKER_ENV, DEFAULT_VISIBILITY_TIMEOUT_S, BrokerSettings, Snapshot, batch_passed, \
+    enqueue, follow, make_app
+from harness.fleet_db import FleetDB, FleetError, Job
+from harness.records import DB_ENV, RecordsError
+
+app = typer.Typer(no_args_is_help=True)
+worker_app = typer.Typer(invoke_without_command=True)
+console = Console()
+
+_JOB_STYLE = {"passed": "green", "failed": "red", "aborted": "red", "lost": "red", "quarantined": "magenta",
+              "running": "cyan", "queued": "dim"}
+_RIG_STYLE = {"online": "green", "busy": "cyan", "offline": "red", "quarantined": "magenta"}
+
+
+def _db_url(db: str | None) -> str:
+    url = db or os.environ.get(DB_ENV)
+    if not url:
+        console.print(f"[red]no database:[/red] give --db postgresql://... (or set {DB_ENV})")
+        raise typer.Exit(2)
+    return url
+
+
+def _broker_url(broker: str | None) -> str:
+    url = broker or os.environ.get(BROKER_ENV)
+    if not url:
+        console.print(f"[red]no broker:[/red] give --broker redis://host:6379/0 (or set {BROKER_ENV}); "
+                      "without a broker, use `facehil run` on one machine")
+        raise typer.Exit(2)
+    return url
+
+
+def _open(db: str | None) -> FleetDB:
+    try:
+        return FleetDB.open(_db_url(db))
+    except RecordsError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v.strip() for item in values or [] for v in item.split(",") if v.strip()]
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+
+
+def _styled(text: str, styles: dict[str, str]) -> str:
+    style = styles.get(text)
+    return f"[{style}]{text}[/{style}]" if style else text
+
+
+# ---------------------------------------------------------------------------------------------
+# facehil fleet run
+
+
+def _progress_table(db: FleetDB, snap: Snapshot, title: str) -> Table:
+    table = Table(title=title, show_edge=False)
+    for col in ("rig", "job", "phase", "try", "run", "scenarios", "elapsed", "detail"):
+        table.add_column(col, overflow="fold" if col == "detail" else "ellipsis")
+    run_ids = [j.run_ids[-1] for j in snap.jobs if j.run_ids]
+    counts = db.store.scenario_counts(run_ids) if run_ids else {}
+    for j in snap.jobs:
+        run = j.run_ids[-1] if j.run_ids else None
+        c = counts.get(run, {}) if run is not None else {}
+        bad = c.get("failed", 0) + c.get("error", 0)
+        scen = f"[green]{c.get('passed', 0)}[/green]/[red]{bad}[/red]" if c else ""
+        end = j.ended_at or snap.now
+        elapsed = f"{(end - j.started_at).total_seconds():.0f} s" if j.started_at else ""
+        table.add_row(j.rig, _styled(j.state, _JOB_STYLE), j.phase or "", str(j.attempts or ""),
+                      str(run) if run is not None else "", scen, elapsed, j.detail or "")
+    return table
+
+
+@app.command("run")
+def run(suite: str = typer.Argument(..., help="Suite to run on every selected rig (nightly, smoke)."),
+        rigs: list[str] = typer.Option(None, "--rigs", help="Rig names or tags (repeat or comma-separate); "
+                                                                  "default: every registered rig."),
+        firmware: str = typer.Option(None, "--firmware", help="Reader firmware the rigs must run; a rig "
+                                                                   "running another version fails its job."),
+        keyword: str = typer.Option(None, "-k", help="Only scenarios matching this pytest -k expression."),
+        broker: str = typer.Option(None, "--broker", help=f"Celery broker URL, redis://... (or {BROKER_ENV})."),
+        db: str = typer.Option(None, "--db", help=f"Shared records DB, postgresql://... (or {DB_ENV})."),
+        deadline: float = typer.Option(3600.0, "--deadline", help="Seconds after which a rig that has not "
+                                                                      "reported counts as failed."),
+        poll: float = typer.Option(0.5, "--poll", help="Seconds between progress updates."),
+        no_follow: bool = typer.Option(False, "--no-follow", help="Enqueue and exit (print the batch id)."),
+        ) -> None:
+    """Enqueue SUITE once per rig, then follow it live; exits 1 if any rig fails or never reports."""
+    from harness.suites import SuiteError, get_suite
+
+    try:
+        get_suite(suite)
+    except SuiteError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    broker_url = _broker_url(broker)
+    fleet = _open(db)
+    try:
+        try:
+            selected = fleet.select_rigs(_split(rigs))
+            celery = make_app(BrokerSettings(broker_url))
+            batch = enqueue(celery, fleet, suite, [r.name for r in selected], keyword=keyword,
+                            firmware=firmware, deadline_s=deadline)
+        except FleetError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2)
+        console.print(f"batch {batch.id}: {suite} on {len(batch.jobs)} rig(s): {', '.join(batch.rigs)}")
+        for st in fleet.status():
+            if st.name in batch.rigs and st.state in ("offline", "quarantined"):
+                console.print(f"[yellow]{st.name} is {st.state}[/yellow]: its job waits in its queue "
+                              f"(a health check runs first) until the deadline")
+        if no_follow:
+            return
+        title = f"{suite}{' -k ' + keyword if keyword else ''}{' firmware ' + firmware if firmware else ''}"
+        last = None
+        with Live(console=console, refresh_per_second=4, transient=False) as live:
+            for snap in follow(fleet, batch, poll_s=poll):
+                live.update(_progress_table(fleet, snap, title))
+                last = snap
+        console.print()
+        jobs: list[Job] = last.jobs if last else []
+        ok = batch_passed(jobs)
+        bad = [j for j in jobs if j.state != "passed"]
+        for j in bad:
+            console.print(f"[red]{j.rig}: {j.state}[/red] {j.detail or ''}")
+        console.print(f"{'[green]PASS[/green]' if ok else '[red]FAIL[/red]'} {suite}: "
+                      f"{len(jobs) - len(bad)}/{len(jobs)} rig(s) passed")
+        raise typer.Exit(0 if ok else 1)
+    finally:
+        fleet.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# facehil fleet status
+
+
+def _when(ts: datetime | None) -> str:
+    return ts.astimezone().strftime("%m-%d %H:%M:%S") if ts else "-"
+
+
+@app.command("status")
+def status(db: str = typer.Option(None, "--db", help=f"Shared records DB (or {DB_ENV})."),
+           ) -> None:
+    """Each rig: online, busy, offline or quarantined; its lease; its last job and run."""
+    fleet = _open(db)
+    try:
+        rows = fleet.status()
+    finally:
+        fleet.close()
+    if not rows:
+        console.print("no rigs registered: start `facehil worker --station FILE` on each rig host")
+        raise typer.Exit(1)
+    table = Table(show_edge=False)
+    for col in ("rig", "state", "tags", "host", "heartbeat", "lease", "last job", "last run"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        lease = (f"{r.lease.holder} job {r.lease.job_id[:8]} until {_when(r.lease.expires_at)}"
+                 if r.lease.live else ("expired" if r.lease.holder else "free"))
+        job = f"{_styled(r.last_job.state, _JOB_STYLE)} {r.last_job.suite} {_when(r.last_job.ended_at)}" \
+            if r.last_job else "-"
+        run_ = f"#{r.last_run.id} {r.last_run.suite} {r.last_run.status}" if r.last_run else "-"
+        state = _styled(r.state, _RIG_STYLE)
+        if r.state == "quarantined" and r.quarantine_reason:
+            state += f"\n{r.quarantine_reason}"
+        table.add_row(r.name, state, ",".join(r.tags), r.host or "-", _age(r.heartbeat_age_s), lease, job, run_)
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------------------
+# facehil worker
+
+
+@worker_app.callback()
+def worker(station: Path = typer.Option(..., "--station", help="This rig's station file."),
+           name: str = typer.Option(None, "--name", help="Rig name (default: the station file's station.name)."),
+           tags: list[str] = typer.Option(None, "--tags", help="Rig tags for `fleet run --rigs` (repeat or "
+                                                                 "comma-separate)."),
+           broker: str = typer.Option(None, "--broker", help=f"Celery broker URL, redis://... (or {BROKER_ENV})."),
+           db: str = typer.Option(None, "--db", help=f"Shared records DB, postgresql://... (or {DB_ENV})."),
+           health: str = typer.Option(None, "--health", help="`facehil run` arguments of the health check "
+                                                               "(default: 'nightly -k test_health')."),
+           lease_ttl: float = typer.Option(60.0, "--lease-ttl", help="Seconds a rig lease lasts unless renewed."),
+           heartbeat: float = typer.Option(10.0, "--heartbeat", help="Seconds between rig heartbeats."),
+           visibility_timeout: float = typer.Option(DEFAULT_VISIBILITY_TIMEOUT_S, "--visibility-timeout",
+                                                    help="Seconds before an unacknowledged job (a lost "
+                                                         "worker's) is delivered again."),
+           restore_interval: float = typer.Option(10.0, "--restore-interval",
+                                                  help="Seconds between sweeps for lost workers' jobs."),
+           suite_timeout: float = typer.Option(3 * 3600.0, "--suite-timeout", help="Seconds a suite may run."),
+           log_dir: Path = typer.Option(None, "--log-dir", help="Suite logs (default ~/.local/state/facehil/fleet)."),
+           run_command: str = typer.Option(None, "--run-command", help="Command that runs a suite, e.g. to wrap it "
+                                                                        "(default: this facehil's `run`)."),
+           loglevel: str = typer.Option("INFO", "--loglevel"),
+           ) -> None:
+    """Serve one rig: run the jobs of its queue, one at a time, health check first."""
+    from harness.fleet_worker import DEFAULT_HEALTH_CHECK, WorkerConfig, serve, station_name
+
+    if not station.is_file():
+        console.print(f"[red]station file not found:[/red] {station}")
+        raise typer.Exit(2)
+    try:
+        rig = name or station_name(station)
+        cfg = WorkerConfig(rig=rig, station_file=str(station.resolve()), db_url=_db_url(db),
+                           broker=BrokerSettings(_broker_url(broker), visibility_timeout, restore_interval),
+                           tags=_split(tags), health_check=health or DEFAULT_HEALTH_CHECK,
+                           lease_ttl_s=lease_ttl, heartbeat_interval_s=heartbeat, suite_timeout_s=suite_timeout,
+                           log_dir=str(log_dir.resolve()) if log_dir else "")
+        if run_command:
+            cfg.run_command = shlex.split(run_command)
+        serve(cfg, loglevel=loglevel)
+    except (FleetError, RecordsError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)

@@ -1,0 +1,203 @@
+"""The fleet end to end, with real services on loopback: a Redis broker (AOF), a PostgreSQL 15
+records database, two simulated stations (a private pcscd each) and a `facehil worker` for
+each, running suites through the real `facehil run`.
+
+The tests share one fleet and run in file order: the quarantine test breaks rig-b's station on
+purpose, the last one kills rig-a's worker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+
+import pytest
+import redis
+
+from fleetenv import BATCH_RE, LEASE_TTL_S, Fleet, batch_id, fleet_run_popen, wait_until
+from harness.fleet import rig_queue
+from harness.fleet_db import FleetDB
+from harness.fleet_worker import file_sha256
+from harness.suites import scenarios_path
+from redisserver import redis_server  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.postgres, pytest.mark.timeout(600)]
+
+# test_reference_card_reads is left out: run right after another recorded run on the same
+# station it races the previous card's removal (presence 0 ms, the reader shows place_again)
+# about one time in three; that is a scenario/simulator issue, not the fleet's.
+RACY = "test_reference_card_reads"
+HEALTH = f"nightly -k 'test_health and not {RACY}'"  # the workers' health check
+SUBSET = f"test_health and not {RACY}"  # the nightly subset the fleet runs
+LONG_SUBSET = f"(test_health or test_standard_card) and not {RACY} and not lock"  # long enough to kill mid-suite;
+# the PIN-lock scenarios are left out: they lock the card, and the job runs twice on one station
+RIGS = ("rig-a", "rig-b")
+
+
+def _skip_unless_available() -> None:
+    if not (scenarios_path() / "test_health.py").exists():
+        pytest.skip("scenarios/test_health.py (the health scenarios) is not there yet")
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare (util-linux) is needed for a private pcscd per station")
+
+
+@pytest.fixture(scope="module")
+def fleet(redis_server, pg_cluster, tmp_path_factory):  # noqa: F811
+    """Two rigs, each a simulated station served by its own worker."""
+    _skip_unless_available()
+    env = Fleet(tmp_path_factory.mktemp("fleet"), redis_server, pg_cluster.create_database())
+    env.start({"rig-a": "sim,lab1", "rig-b": "sim"}, health=HEALTH)
+    try:
+        yield env
+    finally:
+        env.stop()
+
+
+def _scenario_counts(db: FleetDB) -> dict[int, tuple[str, int]]:
+    runs = db.store.list_runs(1000)
+    counts = db.store.scenario_counts([r.id for r in runs])
+    return {r.id: (r.status, sum(counts[r.id].values())) for r in runs}
+
+
+def test_nightly_subset_over_two_rigs(fleet):
+    res = fleet.cli("run", "nightly", "-k", SUBSET, "--rigs", "sim", "--deadline", "240", timeout_s=300)
+    assert res.returncode == 0, f"{res.stdout[-3000:]}\n{res.stderr[-2000:]}\n{fleet.diagnose()}"
+    assert "2/2 rig(s) passed" in res.stdout
+    db = fleet.db()
+    jobs = db.jobs(batch_id(res.stdout))
+    assert [(j.rig, j.state, j.attempts) for j in jobs] == [("rig-a", "passed", 1), ("rig-b", "passed", 1)]
+    for job in jobs:
+        data = db.store.load_run(job.run_ids[-1])
+        assert data.run.status == "passed" and data.run.suite == "nightly"
+        # each rig's run was made on that rig's own station
+        assert data.run.station_file_hash == file_sha256(fleet.stations[job.rig])
+        assert data.scenarios and all(s.flow == "health" for s in data.scenarios)
+        assert job.health_run_id is not None and job.health_run_id != job.run_ids[-1]
+    assert jobs[0].run_ids[-1] != jobs[1].run_ids[-1]
+    assert not any(db.lease(r).live for r in RIGS)
+    status = fleet.cli("status")
+    assert status.returncode == 0, status.stdout
+    for job in jobs:
+        line = next(ln for ln in status.stdout.splitlines() if ln.strip().startswith(job.rig))
+        assert "online" in line and "free" in line and f"#{job.run_ids[-1]}" in line, status.stdout
+
+
+def test_firmware_other_than_asked_fails_the_job(fleet):
+    db = fleet.db()
+    res = fleet.cli("run", "nightly", "-k", SUBSET, "--rigs", "lab1", "--firmware", "0.0.1-never-built",
+                    "--deadline", "240", timeout_s=300)
+    assert res.returncode == 1, res.stdout
+    [job] = db.jobs(batch_id(res.stdout))
+    health = db.store.load_run(job.health_run_id).run
+    assert health.reader_firmware  # the health run recorded what the reader reports
+    assert job.rig == "rig-a" and job.state == "failed"
+    assert job.detail == f"rig runs reader firmware {health.reader_firmware}, the job asked for 0.0.1-never-built"
+    assert job.run_ids == []  # the suite did not run against the wrong build
+    assert next(s for s in db.status() if s.name == "rig-a").state == "online"
+
+
+def test_unknown_rig_selection_is_refused(fleet):
+    res = fleet.cli("run", "nightly", "--rigs", "no-such-rig", timeout_s=60)
+    assert res.returncode == 2 and "no rig is named or tagged 'no-such-rig'" in res.stdout
+
+
+def test_broker_restart_keeps_queued_jobs(fleet):
+    db = fleet.db()
+    fleet.workers["rig-b"].stop()
+    wait_until(lambda: next(s for s in db.status() if s.name == "rig-b").state == "offline", 30,
+               "rig-b to show offline")
+    res = fleet.cli("run", "nightly", "-k", SUBSET, "--rigs", "rig-b", "--no-follow", "--deadline", "300",
+                    timeout_s=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    [job] = db.jobs(batch_id(res.stdout))
+    assert job.state == "queued"
+    broker = redis.Redis.from_url(fleet.redis.url)
+    assert broker.llen(rig_queue("rig-b")) == 1
+    broker.close()
+    fleet.redis.restart_after_kill()  # SIGKILL: only the append-only file keeps the job
+    broker = redis.Redis.from_url(fleet.redis.url)
+    try:
+        assert broker.llen(rig_queue("rig-b")) == 1, "the queued job did not survive the broker restart"
+    finally:
+        broker.close()
+    fleet.workers["rig-b"].start().wait_online(db)
+    done = wait_until(lambda: db.job(job.id).state not in ("queued", "running") and db.job(job.id), 240,
+                      "rig-b to run the job queued before the broker restart")
+    assert done.state == "passed", f"{done.detail}\n{fleet.diagnose()}"
+    assert fleet.workers["rig-a"].alive(), "rig-a's worker did not survive the broker restart"
+
+
+def test_failed_health_check_quarantines_the_rig(fleet):
+    """Break rig-b's station (its camera dies): its health check fails, the rig is quarantined,
+    its job is reported as such, and rig-a's job still passes."""
+    from sim.station import sim_status
+
+    [camera] = [p for p in sim_status(fleet.root / "rig-b") if p["name"] == "camera" and p["alive"]]
+    os.killpg(camera["pid"], signal.SIGKILL)
+    res = fleet.cli("run", "nightly", "-k", SUBSET, "--deadline", "240", timeout_s=300)
+    assert res.returncode == 1, res.stdout
+    db = fleet.db()
+    jobs = {j.rig: j for j in db.jobs(batch_id(res.stdout))}
+    assert jobs["rig-a"].state == "passed", jobs["rig-a"].detail
+    assert jobs["rig-b"].state == "quarantined" and "health check" in jobs["rig-b"].detail
+    assert jobs["rig-b"].run_ids == []  # the suite never ran on the sick rig
+    health = db.store.load_run(jobs["rig-b"].health_run_id)
+    assert health.run.status == "failed"
+    assert any(s.outcome in ("failed", "error") for s in health.scenarios)
+    assert "rig-b: quarantined" in res.stdout
+    status = fleet.cli("status")
+    line = next(ln for ln in status.stdout.splitlines() if ln.strip().startswith("rig-b"))
+    assert "quarantined" in line, status.stdout
+
+
+def test_killed_worker_mid_suite(fleet):
+    db = fleet.db()
+    before = {rid: v for rid, v in _scenario_counts(db).items() if v[0] != "running"}
+    log_path = fleet.root / "fleet-run-kill.log"
+    runner = fleet_run_popen("nightly", "-k", LONG_SUBSET, "--rigs", "rig-a", "--deadline", "400",
+                             broker_url=fleet.redis.url, db_url=fleet.db_url, log_path=log_path)
+    try:
+        batch = wait_until(lambda: BATCH_RE.search(log_path.read_text(errors="replace")), 60,
+                           "`fleet run` to enqueue").group(1)
+
+        def suite_underway():
+            [job] = db.jobs(batch)
+            if job.state != "running" or job.phase != "suite" or not job.run_ids:
+                return None
+            n = sum(db.store.scenario_counts([job.run_ids[-1]])[job.run_ids[-1]].values())
+            return (job, n) if n >= 1 else None
+
+        job, recorded = wait_until(suite_underway, 240, "rig-a's suite to record a scenario", poll_s=0.1)
+        killed_run = job.run_ids[-1]
+        holder = db.lease("rig-a").holder
+        fleet.workers["rig-a"].kill()
+
+        # the lease is not released by anyone: it expires by itself
+        assert db.lease("rig-a").live and db.lease("rig-a").holder == holder
+        wait_until(lambda: not db.lease("rig-a").live, LEASE_TTL_S * 4, "the dead worker's lease to expire")
+        assert db.job(job.id).state == "running"  # nobody finished it: the job is still owed
+
+        # the killed run is recorded as aborted; what was recorded before stays
+        with FleetDB.open(fleet.db_url) as fresh:  # opening a store marks runs of dead processes aborted
+            data = fresh.store.load_run(killed_run)
+            assert data.run.status == "aborted", data.run.abort_reason
+            assert len(data.scenarios) >= recorded
+            after = _scenario_counts(fresh)
+        for rid, v in before.items():
+            assert after[rid] == v, f"run {rid} changed after the kill: {v} -> {after[rid]}"
+
+        # the worker comes back (systemd Restart=always): the job is delivered again and runs
+        fleet.workers["rig-a"].start().wait_online(db)
+        rc = runner.wait(timeout=300)
+        out = log_path.read_text(errors="replace")
+        assert rc == 0, f"{out[-3000:]}\n{fleet.diagnose()}"
+        final = db.job(job.id)
+        assert (final.state, final.attempts) == ("passed", 2)
+        assert final.run_ids[-1] != killed_run
+        assert db.store.load_run(final.run_ids[-1]).run.status == "passed"
+        assert not db.lease("rig-a").live
+    finally:
+        if runner.poll() is None:
+            runner.send_signal(signal.SIGINT)
+            runner.wait(timeout=30)
