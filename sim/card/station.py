@@ -98,14 +98,18 @@ def start_placer_deck(ctx, deck_dir: Path) -> None:
     one at a time on it, as on a real rig. One standard card is marked ``disposable``: scenarios may
     lock its PIN."""
     personas = ensure_deck(deck_dir, ctx.faces, count=int(ctx.options.get("deck_size", PLACER_DECK_SIZE)))
+    standard = [p for p in personas if p.profile == "standard" and not p.revoked]
+    if len(standard) > 2 and all(p.registered_for_insurance for p in standard):
+        standard[-2].registered_for_insurance = False  # registration by PIN needs an unregistered standard card
+        standard[-2].save(standard[-2].source)
     procs = [(p, spawn_card(ctx, p, 0, f"card-{p.id}", removed=True)) for p in personas]
-    standard = [p.id for p in personas if p.profile == "standard" and not p.revoked]
+    disposable = standard[-1].id if standard else None
     cards = []
     for slot, (persona, proc) in enumerate(procs):
         control_port = wait_ready(proc, ctx.state_dir / "logs" / f"card-{persona.id}.log")
         cards.append({"id": persona.id, "persona": str(persona.source), "profile": persona.profile,
                       "control": f"127.0.0.1:{control_port}", "slot": 0, "placer_slot": slot,
-                      "disposable": bool(standard) and persona.id == standard[-1]})
+                      "disposable": persona.id == disposable})
     ctx.station["cards"] = cards
     ctx.station["pki"] = {"dir": str(deck_dir / "pki")}
 

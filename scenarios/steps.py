@@ -1,0 +1,319 @@
+"""Steps the scenario files share: one patient's visit to the reader, driven through its interfaces.
+
+Everything here talks to the reader under test through ``drivers.reader`` (screens, buttons,
+staff actions, events) and to the rig through ``drivers.rig``: never through ``sim``. Screen ids,
+button ids and event kinds are the reference control protocol's (hardware.md, "Reader control
+port"); a vendor adapter maps its reader onto them.
+
+Latencies come from the reader's own event stamps (``reader_ms``, one clock) where both ends are
+reader events, and from the host's monotonic clock where one end is a host action.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+import pytest
+
+from drivers.reader import ReaderEvent, ReaderTimeout
+from drivers.rig import CardPose
+from harness.deck import Deck, DeckCard, NoSuchCard
+from harness.measure import Limit
+
+SCREEN_TIMEOUT_S = 15.0
+FACE_TIMEOUT_S = 30.0  # the reader's own face timeout (15 s) plus its retries' margin
+
+# Default limits; a station file's [limits.<name>] replaces them.
+LIMITS = {
+    "presence_detect_ms": Limit(high=1500, marginal=1000),
+    "card_read_ms": Limit(high=4000, marginal=2500),
+    "face_auth_latency_ms": Limit(high=3000, marginal=1500),
+    "visual_mode_switch_ms": Limit(high=1000, marginal=500),
+    "eligibility_query_ms": Limit(high=4000, marginal=2500),
+    "session_ms": Limit(high=20000, marginal=12000),
+    "pin_verify_ms": Limit(high=2000, marginal=1000),
+    "card_placements_count": Limit(high=2, marginal=1),  # a second placement is marginal, a third fails
+}
+MAX_PLACEMENTS = 3
+SETTLE_S = 3.0
+
+
+def pick(deck: Deck, profile: str | None = None, **want) -> DeckCard:
+    """A deck card with these properties, or skip the scenario saying which card is missing."""
+    try:
+        return deck.pick(profile, **want)
+    except NoSuchCard as exc:
+        pytest.skip(str(exc))
+
+
+def other_person(deck: Deck, card: DeckCard, role: str = "impostor") -> str:
+    try:
+        return deck.other_person(card, role)
+    except NoSuchCard as exc:
+        pytest.skip(str(exc))
+
+
+def await_screen(dut, *screen_ids: str, timeout_s: float = SCREEN_TIMEOUT_S) -> ReaderEvent:
+    """Consume events until the reader shows one of ``screen_ids``; fail naming what it showed instead."""
+    deadline = time.monotonic() + timeout_s
+    seen: list[str] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            now = dut.screen()
+            if now.id in screen_ids:  # shown before we started listening
+                return ReaderEvent(seq=0, kind="screen", reader_ms=-1, host_monotonic_s=time.monotonic(),
+                                   fields={"id": now.id, "msg": now.message, "buttons": ",".join(now.buttons)})
+            raise AssertionError(f"the reader did not show {' or '.join(screen_ids)} within {timeout_s:.0f} s; "
+                                 f"it showed {' -> '.join(seen) or 'nothing new'} (now {now.id}: {now.message!r})")
+        try:
+            ev = dut.next_event(left)
+        except ReaderTimeout:
+            continue
+        if ev.kind == "screen":
+            seen.append(ev.get("id", "?"))
+            if ev.get("id") in screen_ids:
+                return ev
+
+
+def await_event(dut, kind: str, timeout_s: float = SCREEN_TIMEOUT_S, **fields: str) -> ReaderEvent:
+    try:
+        return dut.wait_for_event(kind, timeout_s, **fields)
+    except ReaderTimeout as exc:
+        raise AssertionError(str(exc)) from None
+
+
+def await_read(dut, rig, slot: int, pose: CardPose = CardPose(), expect: tuple[str, ...] = ("method_select",),
+               measure=None) -> ReaderEvent:
+    """After a placement: wait for the screen that follows the reader's read of the card.
+
+    A card lowered through the edge of the field may drop out mid-read and get "place the card
+    again": it may settle and be read by itself, else the patient places it again, as a real one
+    would (at most MAX_PLACEMENTS in all; the count is measured, a second placement is marginal).
+    """
+    shown = await_screen(dut, *expect, "place_again", "error")
+    attempts = 1
+    while shown.get("id") == "place_again" and "place_again" not in expect and attempts < MAX_PLACEMENTS:
+        try:
+            shown = await_screen(dut, *expect, "error", timeout_s=SETTLE_S)
+        except AssertionError:
+            attempts += 1
+            rig.place_card(slot, pose)
+            shown = await_screen(dut, *expect, "place_again", "error")
+    if measure is not None:
+        measure("card_placements_count", attempts, limit=LIMITS["card_placements_count"])
+    return shown
+
+
+def buttons_of(ev: ReaderEvent) -> tuple[str, ...]:
+    return tuple(b for b in (ev.get("buttons") or "").split(",") if b)
+
+
+@dataclass
+class Visit:
+    """One patient's visit: the card on the reader, the person in front of the camera."""
+
+    dut: object
+    rig: object
+    card: DeckCard
+    measure: object
+    placed_s: float = 0.0
+    history_from: int = 0
+    method_screen: ReaderEvent | None = None
+    notes: dict = field(default_factory=dict)
+    match_threshold: float | None = None  # the reader's face-match threshold, when the station says it
+    shown: list[tuple[float, str | None, str, bool | None]] = field(default_factory=list)  # (t, who, condition, genuine)
+    _scored: set[int] = field(default_factory=set)
+
+    # -- the card ---------------------------------------------------------------------------
+    def place(self, pose: CardPose = CardPose(), *, expect: tuple[str, ...] = ("method_select",)) -> ReaderEvent:
+        """Put the card on the reader; wait for the screen after reading it. Measures presence and read times."""
+        self.history_from = len(self.dut.history())
+        sent_s = time.monotonic()
+        placement = self.rig.place_card(self.card.slot, pose)
+        self.placed_s = sent_s + placement.moved_ms / 1000.0  # the card has settled
+        inserted = await_event(self.dut, "card", state="inserted")
+        self.measure("presence_detect_ms", max(0.0, (inserted.host_monotonic_s - self.placed_s) * 1000.0),
+                     limit=LIMITS["presence_detect_ms"])
+        shown = await_read(self.dut, self.rig, self.card.slot, pose, expect, self.measure)
+        if shown.get("id") not in expect:
+            raise AssertionError(f"after placing {self.card.describe()} the reader showed {shown.get('id')}: "
+                                 f"{shown.get('msg')!r} (expected {' or '.join(expect)})")
+        read = [e for e in self.events() if e.kind == "card" and e.get("state") == "read"]
+        if read:
+            self.measure("card_read_ms", read[-1].reader_ms - inserted.reader_ms, limit=LIMITS["card_read_ms"])
+            seen = (read[-1].get("profile") or "").replace("_", "-")  # the protocol spells it face_auth
+            assert seen == self.card.profile, \
+                f"the reader read {self.card.id} as {read[-1].get('profile')}, the deck says {self.card.profile}"
+        if shown.get("id") == "method_select":
+            self.method_screen = shown
+        return shown
+
+    def remove(self) -> None:
+        self.rig.remove_card()
+
+    def events(self) -> list[ReaderEvent]:
+        """Every event of this visit so far (also those already consumed by a wait)."""
+        return self.dut.history()[self.history_from:]
+
+    # -- the person -------------------------------------------------------------------------
+    def show(self, subject: str, condition: str = "nominal", carer: str | None = None) -> None:
+        self.rig.show_subject(subject, condition, carer=carer)
+        self.shown.append((time.monotonic(), subject, condition, subject == self.card.holder))
+
+    def show_nobody(self) -> None:
+        self.rig.show_no_face()
+        self.shown.append((time.monotonic(), None, "noface", None))
+
+    def show_attack(self) -> None:
+        """A printed photo of the card photo held up to the camera."""
+        self.rig.show_attack(self.card.holder)
+        self.shown.append((time.monotonic(), self.card.holder, "attack", None))
+
+    def record_scores(self) -> int:
+        """Hand the reader's face-match scores of this visit to the run records (scores and labels only)."""
+        if self.match_threshold is None:
+            return 0
+        n = 0
+        for ev in self.events():
+            if ev.kind != "face" or ev.get("score") in (None, "") or ev.seq in self._scored:
+                continue
+            self._scored.add(ev.seq)
+            before = [s for s in self.shown if s[0] <= ev.host_monotonic_s]
+            _, who, condition, genuine = before[-1] if before else (0.0, None, "unknown", None)
+            self.measure.face_match(float(ev.get("score")), self.match_threshold, ev.get("outcome") == "match",
+                                    condition=condition, subject_id=who or "", genuine=genuine)
+            n += 1
+        return n
+
+    def show_holder(self, condition: str = "nominal", carer: str | None = None) -> str:
+        assert self.card.holder, f"card {self.card.id} names no holder"
+        self.show(self.card.holder, condition, carer)
+        return self.card.holder
+
+    # -- authentication ---------------------------------------------------------------------
+    def choose_face(self) -> ReaderEvent:
+        self.dut.press("face")
+        return await_screen(self.dut, "face_auth", "visual_check", "staff_call", "pin_entry")
+
+    def face_auth(self, *, timeout_s: float = FACE_TIMEOUT_S) -> ReaderEvent:
+        """Choose face auth and wait for its verdict (the ``auth`` event). Measures the latency when it succeeds."""
+        face_screen = self.choose_face()
+        auth = await_event(self.dut, "auth", timeout_s, method="face")
+        if auth.get("result") == "ok" and face_screen.reader_ms >= 0:
+            self.measure("face_auth_latency_ms", auth.reader_ms - face_screen.reader_ms,
+                         limit=LIMITS["face_auth_latency_ms"])
+        return auth
+
+    def pin_auth(self, pin: str, *, choose: bool = True) -> ReaderEvent:
+        if choose:
+            self.dut.press("pin")
+            await_screen(self.dut, "pin_entry")
+        sent_s = time.monotonic()
+        self.dut.enter_pin(pin)
+        ev = self._next_of("pin", "auth")
+        if ev.kind == "pin" and ev.get("result") == "ok":
+            self.measure("pin_verify_ms", (ev.host_monotonic_s - sent_s) * 1000.0, limit=LIMITS["pin_verify_ms"])
+        return ev
+
+    def _next_of(self, *kinds: str, timeout_s: float = SCREEN_TIMEOUT_S) -> ReaderEvent:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {' or '.join(kinds)} event within {timeout_s:.0f} s")
+            try:
+                ev = self.dut.next_event(left)
+            except ReaderTimeout:
+                continue
+            if ev.kind in kinds:
+                return ev
+
+    def staff_visual_check(self) -> ReaderEvent:
+        """Staff launch visual mode from the terminal; measures the time until the check screen shows."""
+        sent_s = time.monotonic()
+        self.dut.staff_visual_mode()
+        shown = await_screen(self.dut, "visual_check")
+        self.measure("visual_mode_switch_ms", (shown.host_monotonic_s - sent_s) * 1000.0,
+                     limit=LIMITS["visual_mode_switch_ms"])
+        return shown
+
+    # -- after authentication ---------------------------------------------------------------
+    def consents(self, surgery: str = "consent", care: str = "consent", checkup: str | None = None) -> dict[str, str]:
+        """Answer the three consent screens; ``checkup`` defaults to what the holder's age allows."""
+        await_screen(self.dut, "consent_surgery")
+        self.dut.press(surgery)
+        await_screen(self.dut, "consent_care")
+        self.dut.press(care)
+        shown = await_screen(self.dut, "consent_checkup")
+        if checkup is None:
+            checkup = "consent" if self.card.over40() else "decline_or_under40"
+        self.notes["checkup_buttons"] = buttons_of(shown)
+        self.dut.press(checkup)
+        return {"surgery": surgery, "care": care, "checkup": checkup}
+
+    def finish(self) -> ReaderEvent:
+        """Wait for the eligibility answer and the done screen; returns the eligibility event."""
+        querying = await_screen(self.dut, "querying", "done", "error")
+        done = await_screen(self.dut, "done", "error") if querying.get("id") == "querying" else querying
+        elig = [e for e in self.events() if e.kind == "eligibility"]
+        assert done.get("id") == "done", f"the visit ended on {done.get('id')}: {done.get('msg')!r}"
+        assert elig and elig[-1].get("result") == "ok", f"eligibility query failed: {elig[-1].fields if elig else 'no event'}"
+        if querying.get("id") == "querying":
+            self.measure("eligibility_query_ms", done.reader_ms - querying.reader_ms,
+                         limit=LIMITS["eligibility_query_ms"])
+        self.measure("session_ms", (done.host_monotonic_s - self.placed_s) * 1000.0, limit=LIMITS["session_ms"])
+        return elig[-1]
+
+    def take_card_back(self) -> None:
+        """The patient takes the card: the reader must go back to idle."""
+        self.remove()
+        await_screen(self.dut, "idle")
+
+    # -- checks over the whole visit -------------------------------------------------------
+    def auth_events(self, result: str | None = None) -> list[ReaderEvent]:
+        return [e for e in self.events() if e.kind == "auth" and (result is None or e.get("result") == result)]
+
+    def consent_choices(self) -> dict[str, str]:
+        return {e.get("item"): e.get("choice") for e in self.events() if e.kind == "consent"}
+
+
+def complete_visit(visit: Visit, *, method: str = "face", condition: str = "nominal") -> ReaderEvent:
+    """A whole happy-path visit of a registered card: place, authenticate, consent, done."""
+    visit.show_holder(condition)
+    visit.place()
+    if method == "face":
+        auth = visit.face_auth()
+        assert auth.get("result") == "ok", f"face auth of the holder failed: {auth.fields}"
+    elif method == "pin":
+        ev = visit.pin_auth(visit.card.pin or "")
+        assert ev.kind == "pin" and ev.get("result") == "ok", f"PIN auth failed: {ev.fields}"
+    else:
+        raise ValueError(f"unknown method {method}")
+    visit.consents()
+    elig = visit.finish()
+    assert elig.get("method") == method, f"eligibility recorded method {elig.get('method')}, expected {method}"
+    visit.take_card_back()
+    return elig
+
+
+def eligibility_transaction(station, transaction_id: str, limit: int = 200) -> dict:
+    """The eligibility service's record of one transaction (``GET /transactions``: what it received)."""
+    url = station.eligibility.url.rstrip("/") + f"/transactions?limit={limit}"
+    with urllib.request.urlopen(url, timeout=5.0) as resp:
+        rows = json.load(resp)
+    for row in rows if isinstance(rows, list) else rows.get("transactions", []):
+        if str(row.get("id")) == str(transaction_id):
+            return row
+    raise AssertionError(f"the eligibility service has no transaction {transaction_id} (last {limit} looked at)")
+
+
+def require_face_data_for(station, condition: str) -> None:
+    """Skip a condition other than nominal on a station with only the packaged low-fidelity sample
+    faces (one small photo per identity): a verdict there says nothing about the reader."""
+    if condition != "nominal" and station.faces.low_fidelity:
+        pytest.skip(f"condition {condition!r} needs a real face dataset (FACEHIL_FACES); "
+                    "this station has only the packaged low-fidelity samples")

@@ -1,0 +1,90 @@
+"""The face-auth My Number Card (from Dec 2023): face authentication is the only method.
+
+Happy path: the holder is matched and the visit completes. Failure paths: the PIN is never
+offered, a PIN entered anyway is refused, PIN-only services are refused by the card, and the
+card holds no signing certificate.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from drivers.mynumber import CardStatusError, FileNotFound, MyNumberCard
+from drivers.reader import ReaderNak
+from scenarios.steps import buttons_of, complete_visit, pick, require_face_data_for
+
+pytestmark = [pytest.mark.flow("face_auth_card"),
+              pytest.mark.requires("card_placer", "subject_display", "dut", "cards")]
+
+FACE_AUTH = "face-auth"
+
+
+@pytest.mark.parametrize("condition", [
+    pytest.param("nominal", marks=pytest.mark.smoke),
+    "glasses",
+    "low_light",
+])
+def test_face_success(cards, visit, station, condition):
+    require_face_data_for(station, condition)
+    v = visit(pick(cards, FACE_AUTH, registered=True))
+    elig = complete_visit(v, method="face", condition=condition)
+    assert elig.get("transaction"), "the eligibility service returned no transaction id"
+
+
+def test_pin_never_offered(cards, visit):
+    v = visit(pick(cards, FACE_AUTH, registered=True))
+    v.show_holder()
+    shown = v.place()
+    assert "pin" not in buttons_of(shown), f"method selection offers {buttons_of(shown)} to a face-auth card"
+    assert "face" in buttons_of(shown), f"method selection offers no face auth: {buttons_of(shown)}"
+    assert v.dut.screen().buttons == buttons_of(shown)
+
+
+@pytest.mark.parametrize("where", ["method_select", "face_auth"])
+def test_pin_attempt_refused(cards, visit, where):
+    """Pressing PIN, or typing a PIN on the method or face screen, is refused with a clear message."""
+    v = visit(pick(cards, FACE_AUTH, registered=True))
+    v.show_nobody()  # nobody in the frame: the face screen stays up while we try
+    v.place()
+    if where == "method_select":
+        with pytest.raises(ReaderNak) as pressed:
+            v.dut.press("pin")
+        assert pressed.value.message, "the refusal carries no message for the patient"
+    else:
+        v.choose_face()
+    with pytest.raises(ReaderNak) as typed:
+        v.dut.enter_pin("1234")
+    assert typed.value.message, "the refusal carries no message for the patient"
+    screen = v.dut.screen()
+    assert screen.id == where, f"a refused PIN moved the reader from {where} to {screen.id}"
+    assert not [e for e in v.events() if e.kind == "pin"], "the reader tried a PIN on a face-auth card"
+    assert not [e for e in v.events() if e.kind == "auth" and e.get("method") == "pin"], \
+        "the reader ran PIN authentication for a face-auth card"
+
+
+@pytest.mark.requires("pcsc")
+def test_pin_only_services_refused(cards, visit, card_reader):
+    """The card itself refuses what PIN-only services need: a PIN verify, and the user-auth key without
+    a terminal authorization."""
+    v = visit(pick(cards, FACE_AUTH, registered=True))
+    v.place()
+    with card_reader.connect() as conn:
+        card = MyNumberCard(conn)
+        assert card.detect_profile().name == "face-auth"
+        assert not card.tries_left("jpki_auth_pin"), "a face-auth card has a usable user-auth PIN"
+        with pytest.raises(CardStatusError):
+            card.verify("jpki_auth_pin", "1234")
+        with pytest.raises(CardStatusError):
+            card.sign_auth(b"PIN-only service challenge")
+
+
+@pytest.mark.requires("pcsc")
+def test_no_signing_certificate(cards, visit, card_reader):
+    v = visit(pick(cards, FACE_AUTH, registered=True))
+    v.place()
+    with card_reader.connect() as conn:
+        card = MyNumberCard(conn)
+        with pytest.raises(FileNotFound):
+            card.certificate_der("sign")
+        assert card.certificate_der("auth")[:2] == b"\x30\x82", "the user-auth certificate must be present"
+    assert v.dut.screen().id == "method_select", "reading the card over PC/SC disturbed the reader"

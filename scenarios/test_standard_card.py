@@ -1,0 +1,116 @@
+"""The standard My Number Card: face or PIN; the PIN locks after 3 wrong entries; a failed face
+authentication falls back to the PIN."""
+
+from __future__ import annotations
+
+import pytest
+
+from drivers.mynumber import MyNumberCard
+from drivers.reader import ReaderNak
+from scenarios.steps import (await_screen, buttons_of, complete_visit, other_person, pick,
+                             require_face_data_for)
+
+pytestmark = [pytest.mark.flow("standard_card"),
+              pytest.mark.requires("card_placer", "subject_display", "dut", "cards")]
+
+STANDARD = "standard"
+
+
+def _wrong_pin(pin: str) -> str:
+    return "".join(str((int(d) + 1) % 10) for d in pin)
+
+
+@pytest.mark.parametrize("condition", [pytest.param("nominal", marks=pytest.mark.smoke), "glasses"])
+def test_face_path(cards, visit, station, condition):
+    require_face_data_for(station, condition)
+    complete_visit(visit(pick(cards, STANDARD, registered=True)), method="face", condition=condition)
+
+
+@pytest.mark.smoke
+def test_pin_path(cards, visit):
+    v = visit(pick(cards, STANDARD, registered=True))
+    v.show_holder()
+    shown = v.place()
+    assert {"face", "pin"} <= set(buttons_of(shown)), f"a standard card must be offered face and PIN: {buttons_of(shown)}"
+    complete = v.pin_auth(v.card.pin)
+    assert complete.get("result") == "ok", f"the right PIN was not accepted: {complete.fields}"
+    v.consents()
+    assert v.finish().get("method") == "pin"
+
+
+def test_wrong_pin_then_right(cards, visit):
+    """One wrong PIN costs one try; the right one then passes (and the card resets its counter)."""
+    v = visit(pick(cards, STANDARD, registered=True))
+    v.show_holder()
+    v.place()
+    wrong = v.pin_auth(_wrong_pin(v.card.pin))
+    assert wrong.kind == "pin" and wrong.get("result") == "wrong", f"a wrong PIN was not refused: {wrong.fields}"
+    assert wrong.get("tries_left") == "2", f"tries left after one wrong PIN: {wrong.get('tries_left')}"
+    right = v.pin_auth(v.card.pin, choose=False)
+    assert right.get("result") == "ok", f"the right PIN was refused after one wrong one: {right.fields}"
+
+
+@pytest.mark.parametrize("digits", ["12", "12345", "abcd"])
+def test_malformed_pin_refused_without_spending_a_try(cards, visit, digits):
+    v = visit(pick(cards, STANDARD, registered=True))
+    v.show_holder()
+    v.place()
+    v.dut.press("pin")
+    await_screen(v.dut, "pin_entry")
+    with pytest.raises(ReaderNak):
+        v.dut.enter_pin(digits)
+    right = v.pin_auth(v.card.pin, choose=False)
+    assert right.get("result") == "ok", "the right PIN failed after a malformed entry"
+
+
+def test_lock_after_three_wrong_pins(cards, visit):
+    """Three wrong PINs lock the card: the reader says so and refers the patient to the municipality.
+    Uses a deck card marked `disposable` (its PIN stays locked until the lab resets it)."""
+    v = visit(pick(cards, STANDARD, disposable=True))
+    v.show_holder()
+    v.place()
+    wrong = _wrong_pin(v.card.pin)
+    v.dut.press("pin")
+    await_screen(v.dut, "pin_entry")
+    for expected_left in (2, 1, 0):
+        ev = v.pin_auth(wrong, choose=False)
+        assert ev.kind == "pin" and ev.get("result") == "wrong", f"wrong PIN not refused: {ev.fields}"
+        assert ev.get("tries_left") == str(expected_left)
+    locked = v.dut.screen()  # events and screen changes come before the PIN command's answer
+    assert locked.id == "pin_locked", f"after 3 wrong PINs the reader shows {locked.id}: {locked.message!r}"
+    assert "municipality" in locked.message.lower(), f"no referral to the municipality: {locked.message!r}"
+    with pytest.raises(ReaderNak):
+        v.dut.enter_pin(v.card.pin)
+    assert not v.auth_events("ok"), "a locked card was authenticated"
+    v.take_card_back()
+
+
+@pytest.mark.requires("pcsc")
+def test_locked_card_goes_to_the_lock_screen(cards, visit, card_reader):
+    """A card whose PIN is locked (as the card itself says over PC/SC) gets the lock screen, not PIN entry."""
+    v = visit(pick(cards, STANDARD, disposable=True))
+    v.show_holder()
+    v.place()
+    with card_reader.connect() as conn:
+        left = MyNumberCard(conn).tries_left("jpki_auth_pin")
+    if left:
+        pytest.skip(f"{v.card.id} is not locked ({left} tries left): the lock scenario has not run")
+    v.dut.press("pin")
+    shown = v.dut.screen()
+    assert shown.id == "pin_locked", f"a locked card was offered {shown.id}: {shown.message!r}"
+    with pytest.raises(ReaderNak):
+        v.dut.enter_pin(v.card.pin)
+
+
+def test_failed_face_falls_back_to_pin(cards, visit):
+    """Someone else's face is refused (after the reader's retries); a standard card then offers the PIN."""
+    v = visit(pick(cards, STANDARD, registered=True))
+    v.show(other_person(cards, v.card))
+    v.place()
+    auth = v.face_auth()
+    assert auth.get("result") == "fail", f"the reader matched another person to {v.card.id}: {auth.fields}"
+    await_screen(v.dut, "pin_entry")
+    ok = v.pin_auth(v.card.pin, choose=False)
+    assert ok.get("result") == "ok", f"the PIN after a failed face auth was refused: {ok.fields}"
+    v.consents()
+    assert v.finish().get("method") == "pin"

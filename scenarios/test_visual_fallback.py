@@ -1,0 +1,117 @@
+"""Visual mode (目視モード): face authentication fails, staff launch the visual check from the
+terminal, confirm or reject, and the reader goes back to unattended face-auth mode afterwards."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from drivers.reader import ReaderTimeout
+from scenarios.steps import SCREEN_TIMEOUT_S, FACE_TIMEOUT_S, await_screen, other_person, pick
+
+pytestmark = [pytest.mark.flow("visual_fallback"),
+              pytest.mark.requires("card_placer", "subject_display", "dut", "cards")]
+
+FAILED_ATTEMPTS = ("no_match", "no_face", "multiple_faces", "attack")
+
+
+def _struggle(v) -> str:
+    """Choose face auth; return as soon as the reader shows it is struggling (a failed attempt or a
+    failed verdict): the moment reception staff step in. 'matched' if it matched after all."""
+    v.choose_face()
+    deadline = time.monotonic() + FACE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            ev = v.dut.next_event(max(0.1, deadline - time.monotonic()))
+        except ReaderTimeout:
+            continue
+        if ev.kind == "auth":
+            return "matched" if ev.get("result") == "ok" else "failed"
+        if ev.kind == "face" and ev.get("outcome") in FAILED_ATTEMPTS:
+            return "struggling"
+    raise AssertionError(f"face auth gave no attempt and no verdict within {FACE_TIMEOUT_S:.0f} s")
+
+
+def _back_in_face_mode(v) -> None:
+    v.take_card_back()
+    screen = v.dut.screen()
+    assert screen.mode == "face", (f"after the visit the reader stayed in {screen.mode} mode: "
+                                   "the next patient would not get unattended face authentication")
+    modes = [e.get("mode") for e in v.events() if e.kind == "mode"]
+    if "visual" in modes:
+        assert modes[-1] == "face", f"no switch back to face mode was announced (mode events: {modes})"
+
+
+@pytest.mark.parametrize("condition", ["mask", "backlight", "card_greyscale"])
+def test_holder_under_hard_condition_gets_through(cards, visit, measure, condition):
+    """The holder under a condition that makes face auth hard: either the reader still matches, or staff
+    step in with the visual check and confirm. Either way the visit completes and the reader is back in
+    face mode for the next patient."""
+    v = visit(pick(cards, "face-auth", registered=True))
+    v.show_holder(condition)
+    v.place()
+    verdict = _struggle(v)
+    measure("visual_check_needed_count", 0 if verdict == "matched" else 1)
+    if verdict == "matched":
+        v.consents()
+        assert v.finish().get("method") == "face"
+    else:
+        _confirm_by_staff(v)
+    _back_in_face_mode(v)
+
+
+def _confirm_by_staff(v) -> None:
+    v.staff_visual_check()
+    assert v.dut.screen().mode == "visual"
+    v.dut.staff_confirm()
+    auth = [e for e in v.auth_events() if e.get("method") == "visual"]
+    assert auth and auth[-1].get("result") == "ok", f"staff confirmation not recorded as a visual auth: {auth}"
+    v.consents()
+    elig = v.finish()
+    assert elig.get("method") == "visual", f"the eligibility query recorded method {elig.get('method')}"
+
+
+def test_staff_switch_to_visual_mode_before_face_step(cards, visit):
+    """Staff who know the patient cannot use face auth switch to visual mode first; the face step then
+    opens the visual check at once."""
+    v = visit(pick(cards, "face-auth", registered=True))
+    v.show_nobody()
+    v.place()
+    v.dut.staff_visual_mode()
+    assert v.dut.screen().mode == "visual"
+    v.dut.press("face")
+    await_screen(v.dut, "visual_check")
+    v.dut.staff_confirm()
+    v.consents()
+    assert v.finish().get("method") == "visual"
+    _back_in_face_mode(v)
+
+
+def test_impostor_rejected_by_staff(cards, visit):
+    """Someone else with the card: face auth fails, staff reject, the visit ends without authentication."""
+    v = visit(pick(cards, "face-auth", registered=True))
+    v.show(other_person(cards, v.card))
+    v.place()
+    verdict = _struggle(v)
+    assert verdict != "matched", f"the reader matched another person to {v.card.id}"
+    v.staff_visual_check()
+    v.dut.staff_reject()
+    await_screen(v.dut, "error", "idle", timeout_s=SCREEN_TIMEOUT_S)
+    assert not v.auth_events("ok"), f"a rejected visit was authenticated: {v.auth_events('ok')}"
+    assert not [e for e in v.events() if e.kind == "eligibility"], "a rejected visit reached the eligibility service"
+    _back_in_face_mode(v)
+
+
+def test_staff_call_after_failed_face_auth(cards, visit):
+    """A face-auth card whose face auth fails is referred to staff (no PIN), and waits for them."""
+    v = visit(pick(cards, "face-auth", registered=True))
+    v.show(other_person(cards, v.card))
+    v.place()
+    auth = v.face_auth()
+    assert auth.get("result") == "fail"
+    shown = await_screen(v.dut, "staff_call", "pin_entry")
+    assert shown.get("id") == "staff_call", f"a failed face-auth card went to {shown.get('id')} instead of staff"
+    v.staff_visual_check()
+    v.dut.staff_reject()
+    _back_in_face_mode(v)

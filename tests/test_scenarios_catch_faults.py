@@ -1,0 +1,160 @@
+"""Each flow's failure scenarios really fail against a faulty reader, and pass against the reference.
+
+For every flow, at least one deliberately faulty reader (`--faults`, the reference firmware with
+one fault switched on, hardware.md 6.11) runs the scenarios that should catch it; they must FAIL,
+for the reason the fault causes. The same scenarios run once against the correct reader and must
+PASS. Each run is a real pytest session with the facehil plugin and its own simulated station
+(private pcscd, card processes, rig, camera stream, eligibility service, reader), as `facehil run`
+would start it. The deck is generated once and copied into every station to save time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from harness.suites import scenarios_path
+
+RUN_TIMEOUT_S = 420
+
+
+@dataclass(frozen=True)
+class FaultCase:
+    fault: str
+    flow: str
+    tests: tuple[str, ...]  # scenario node ids, relative to scenarios/: each must FAIL with the fault
+    reason: str  # a fragment of the failure message: the scenario failed because of this fault
+    needs: tuple[str, ...] = ()  # scenarios run first in the same session, which must still pass
+
+
+CASES = [
+    FaultCase("offer_pin_to_face_auth", "face_auth_card",
+              ("test_face_auth_card.py::test_pin_never_offered",
+               "test_face_auth_card.py::test_pin_attempt_refused[method_select]"),
+              "pin"),
+    FaultCase("ignore_pin_lock", "standard_card",
+              ("test_standard_card.py::test_lock_after_three_wrong_pins",), "after 3 wrong PINs"),
+    FaultCase("forget_face_mode", "visual_fallback",
+              ("test_visual_fallback.py::test_impostor_rejected_by_staff",), "stayed in visual mode"),
+    FaultCase("match_carer", "assisted_placement",
+              ("test_assisted_placement.py::test_carer_face_never_matched",), "carer"),
+    FaultCase("skip_age_rule", "consent",
+              ("test_consent.py::test_under_40_cannot_consent_to_checkups",), "DID NOT RAISE"),
+    FaultCase("visual_registration_without_feature", "registration",
+              ("test_registration.py::test_visual_registration_refused_before_update",), "offered registration"),
+    FaultCase("accept_downgrade", "firmware_update",
+              ("test_firmware_update.py::test_downgrade_refused",), "accepted a downgrade"),
+    FaultCase("accept_bad_signature", "firmware_update",
+              ("test_firmware_update.py::test_tampered_image_refused",
+               "test_firmware_update.py::test_bad_signature_refused"), "the reader accepted"),
+    FaultCase("no_card_alarm", "card_io",
+              ("test_card_io.py::test_card_left_on_reader_raises_alarm",), "no alarm event"),
+    FaultCase("skip_pad", "firmware_update",
+              ("test_firmware_update.py::test_flows_after_update[presentation_attack]",), "printed photo",
+              needs=("test_firmware_update.py::test_update_enables_visual_registration",)),
+]
+
+
+@dataclass
+class Outcome:
+    status: str  # passed | failed | error | skipped
+    message: str
+
+
+def _outcomes(junit: Path) -> dict[str, Outcome]:
+    """JUnit XML -> {'test_file.py::test_name[param]': Outcome}."""
+    out = {}
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        module = case.get("classname", "").rsplit(".", 1)[-1]
+        nodeid = f"{module}.py::{case.get('name')}"
+        status, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            el = case.find(tag)
+            if el is not None:
+                status = {"failure": "failed"}.get(tag, tag if tag == "error" else "skipped")
+                message = f"{el.get('message', '')}\n{el.text or ''}"
+                break
+        out[nodeid] = Outcome(status, message)
+    return out
+
+
+@pytest.fixture(scope="module")
+def deck_template(tmp_path_factory):
+    """One generated deck, copied into every station (the stations would each generate the same one)."""
+    from harness.facedata import resolve_faces
+    from sim.card.deck import generate_deck
+    from sim.card.station import PLACER_DECK_SIZE
+
+    folder = tmp_path_factory.mktemp("deck") / "deck"
+    generate_deck(resolve_faces(), folder, count=PLACER_DECK_SIZE)
+    return folder
+
+
+def run_scenarios(tests: tuple[str, ...], workdir: Path, deck: Path, faults: str | None = None) -> dict[str, Outcome]:
+    """Run these scenarios in a pytest subprocess with the facehil plugin; its own simulated station."""
+    state_dir = workdir / "station"
+    shutil.copytree(deck, state_dir / "deck")
+    junit = workdir / "junit.xml"
+    root = scenarios_path()
+    cmd = [sys.executable, "-m", "pytest", *(str(root / t) for t in tests), "-p", "no:cacheprovider", "-q",
+           f"--junitxml={junit}", "--sim-state-dir", str(state_dir)]
+    if faults:
+        cmd += ["--faults", faults]
+    env = {k: v for k, v in os.environ.items() if k != "PCSCLITE_CSOCK_NAME"}  # the station brings its own
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = proc.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # SIGTERM: the plugin stops its station (SIGKILL would orphan it)
+        output, _ = proc.communicate(timeout=60)
+    (workdir / "pytest.log").write_text(output)
+    if not junit.exists():
+        pytest.fail(f"the scenario run produced no results (exit {proc.returncode}):\n{output[-4000:]}")
+    outcomes = _outcomes(junit)
+    missing = [t for t in tests if t not in outcomes]
+    assert not missing, f"not run: {missing}; see {workdir / 'pytest.log'}"
+    return outcomes
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, deck_template):
+    """Every scenario used below, once, against the correct reference reader."""
+    tests = tuple(dict.fromkeys(t for case in CASES for t in case.needs + case.tests))
+    return run_scenarios(tests, tmp_path_factory.mktemp("reference"), deck_template)
+
+
+def test_scenarios_pass_against_the_reference_reader(reference_run):
+    bad = {t: o for t, o in reference_run.items() if o.status != "passed"}
+    assert not bad, "\n".join(f"{t}: {o.status}: {o.message[-1500:]}" for t, o in bad.items())
+
+
+def test_every_flow_has_a_fault_case():
+    from harness.suites import FLOW_FILES
+
+    flows = {f.removeprefix("test_").removesuffix(".py") for f in FLOW_FILES} - {"health"}
+    assert flows <= {c.flow for c in CASES}
+    for case in CASES:
+        for t in case.tests:
+            assert (scenarios_path() / t.split("::")[0]).is_file(), t
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.fault for c in CASES])
+def test_faulty_reader_is_caught(case, tmp_path, deck_template, reference_run):
+    for t in case.needs + case.tests:  # they pass against the reference (else a failure proves nothing)
+        assert reference_run[t].status == "passed", f"{t} does not pass against the reference reader"
+    outcomes = run_scenarios(case.needs + case.tests, tmp_path, deck_template, faults=case.fault)
+    log = (tmp_path / "pytest.log").read_text()[-4000:]
+    for t in case.needs:
+        assert outcomes[t].status == "passed", f"with fault {case.fault}, {t} {outcomes[t].status}:\n{log}"
+    for t in case.tests:
+        o = outcomes[t]
+        assert o.status == "failed", f"with fault {case.fault}, {t} {o.status} instead of failing:\n{log}"
+        assert case.reason.lower() in o.message.lower(), \
+            f"{t} failed, but not because of {case.fault} (expected {case.reason!r}):\n{log}"
