@@ -10,7 +10,8 @@ Station fixtures (the plugs of a scenario), markers and the station's life cycle
   ``camera``, ``dut`` (the reader under test), ``card_reader`` (drivers.pcsc.PcscReader) and
   ``measure`` (from harness.recording). Device connections live for the session; after every
   test that used one, a teardown that always runs leaves the station safe: card back in the
-  deck, subject display blank, lighting default, relay on, reader idle in face mode.
+  deck, subject display blank, lighting default, relay on, reader idle in face mode. The first
+  such test gets the same safe state first (a station may be left with a card on the reader).
 - Markers: ``requires("card_placer", "power_relay", ...)`` skips, naming the missing device,
   on a station without it; ``flow(name)`` names the reader flow (selection and reports);
   ``health`` marks the station health check: once a health test fails, every later
@@ -165,6 +166,7 @@ class StationSession:
         self._rig_info = None
         self._dut = None
         self._annotated = False
+        self._made_safe = False
         self._previous_socket_env: str | None = os.environ.get(PCSC_SOCKET_ENV)
         self._previous_sigterm: Any = None
 
@@ -186,6 +188,13 @@ class StationSession:
             # libpcsclite reads this once per process: before any PC/SC call of this session
             os.environ[PCSC_SOCKET_ENV] = str(station.pcsc.socket)
         set_station_limits(self.config, station.limits, source=str(station.path))
+        if station.station.simulated:
+            from sim.station import StationError, reissue_disposable_cards  # the sim station factory
+
+            try:
+                reissue_disposable_cards(station.cards)
+            except StationError as exc:
+                raise StationUnavailable(str(exc)) from None
         self._station = station
 
     def station(self):
@@ -209,8 +218,9 @@ class StationSession:
         else:
             state_dir = Path(tempfile.mkdtemp(prefix="facehil-sim-"))
         self.sim_state_dir = state_dir
-        # every deck card in the rig's placer, none on the reader: the station a scenario expects
-        options: dict[str, Any] = {"deck": "placer"}
+        # the `facehil sim up` station (deck in the rig's placer, reference card in the reference
+        # reader), minus its demo card on the reader: the station a scenario expects
+        options: dict[str, Any] = {"place_card": False}
         if self.faults:
             options["reader_faults"] = self.faults
         kwargs = {"firmware": self.firmware} if self.firmware else {}
@@ -368,6 +378,20 @@ class StationSession:
             raise StationNotSafe(f"the reader under test is not idle before the test: {exc}") from exc
         dut.clear_events()
 
+    def make_safe_first(self) -> None:
+        """Before the first test that uses a device: the station as its last user left it may not be
+        safe (`facehil sim up` leaves a card on the reader), so make it safe once, reader included."""
+        if self._made_safe:
+            return
+        station = self.station()
+        if station.dut is not None and station.dut.url:
+            try:
+                self.dut()
+            except StationUnavailable as exc:  # the dut fixture reports it to the tests that use it
+                log.warning("reader under test not reached for the initial safe state: %s", exc)
+        self.make_safe()
+        self._made_safe = True
+
     def make_safe(self) -> None:
         """After a test (always): card removed, subject blank, lighting default, relay on, reader idle."""
         problems: list[str] = []
@@ -514,6 +538,7 @@ def cards(request: pytest.FixtureRequest):
 def _facehil_safe(request: pytest.FixtureRequest):
     """Set up first, torn down last by every device fixture: the station's safe state, always."""
     session = _session(request)
+    _device(session.make_safe_first)
     yield session
     session.make_safe()
 

@@ -86,6 +86,27 @@ def await_event(dut, kind: str, timeout_s: float = SCREEN_TIMEOUT_S, **fields: s
         raise AssertionError(str(exc)) from None
 
 
+PRESENCE = Limit(high=1500, marginal=1000)
+PRESENCE_TIMEOUT_S = 10.0
+
+
+def place_and_time_presence(rig, card_reader, card, measure, dut):
+    """Place the card on an empty reader and time PC/SC's presence report (less the placer's own
+    travel), then let the reader under test finish its read (its APDUs and ours must not interleave).
+    Returns the settled card's insertion event (with its ATR)."""
+    # pcscd polls every ~400 ms: after the previous visit it may still report the old card present,
+    # which would make the presence time 0 and hand us a card that is about to vanish.
+    card_reader.wait_for_removal(timeout_s=PRESENCE_TIMEOUT_S)
+    sent_s = time.monotonic()
+    placement = rig.place_card(card.slot)
+    event = card_reader.wait_for_insertion(timeout_s=PRESENCE_TIMEOUT_S)
+    measure("pcsc_presence_ms", max(0.0, (event.monotonic_s - sent_s) * 1000.0 - placement.moved_ms),
+            limit=PRESENCE)
+    shown = await_read(dut, rig, card.slot, measure=measure)
+    assert shown.get("id") == "method_select", f"the reader could not read {card.id}: {shown.get('msg')!r}"
+    return card_reader.wait_for_insertion(timeout_s=PRESENCE_TIMEOUT_S)
+
+
 def await_read(dut, rig, slot: int, pose: CardPose = CardPose(), expect: tuple[str, ...] = ("method_select",),
                measure=None) -> ReaderEvent:
     """After a placement: wait for the screen that follows the reader's read of the card.

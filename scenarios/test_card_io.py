@@ -12,31 +12,18 @@ from drivers.apdu import TransportError, build_apdu
 from drivers.mynumber import CardStatusError, MyNumberCard
 from drivers.pcsc import PcscError
 from harness.measure import Limit
-from scenarios.steps import await_event, await_read, await_screen, pick
+from scenarios.steps import PRESENCE, await_event, await_screen, pick, place_and_time_presence
 
 pytestmark = [pytest.mark.flow("card_io"), pytest.mark.requires("card_placer", "pcsc", "dut", "cards")]
 
 CARD_TIMEOUT_S = 10.0
 ALARM_TIMEOUT_S = 25.0  # the reader's reminder period (15 s by default) plus margin
-PRESENCE = Limit(high=1500, marginal=1000)
-
-
-def _place(rig, card_reader, card, measure, dut):
-    """Place the card, time PC/SC's presence report, then let the reader under test finish its own read
-    (its APDUs and ours must not interleave)."""
-    sent_s = time.monotonic()
-    placement = rig.place_card(card.slot)
-    event = card_reader.wait_for_insertion(timeout_s=CARD_TIMEOUT_S)
-    measure("pcsc_presence_ms", max(0.0, (event.monotonic_s - sent_s) * 1000.0 - placement.moved_ms), limit=PRESENCE)
-    shown = await_read(dut, rig, card.slot, measure=measure)
-    assert shown.get("id") == "method_select", f"the reader could not read {card.id}: {shown.get('msg')!r}"
-    return card_reader.wait_for_insertion(timeout_s=CARD_TIMEOUT_S)  # the ATR of the settled card
 
 
 @pytest.mark.parametrize("profile", ["standard", "face-auth"])
 def test_atr_valid_and_stable(cards, rig, dut, card_reader, measure, profile):
     card = pick(cards, profile)
-    first = _place(rig, card_reader, card, measure, dut)
+    first = place_and_time_presence(rig, card_reader, card, measure, dut)
     with card_reader.connect() as conn:
         atr = conn.atr
     assert atr[:1] in (b"\x3b", b"\x3f"), f"ATR {atr.hex()} has no valid TS byte"
@@ -44,7 +31,7 @@ def test_atr_valid_and_stable(cards, rig, dut, card_reader, measure, profile):
     rig.remove_card()
     card_reader.wait_for_removal(timeout_s=CARD_TIMEOUT_S)
     await_screen(dut, "idle")
-    _place(rig, card_reader, card, measure, dut)
+    place_and_time_presence(rig, card_reader, card, measure, dut)
     with card_reader.connect() as conn:
         assert conn.atr == atr, "the ATR changed between two placements of the same card"
 
@@ -52,7 +39,7 @@ def test_atr_valid_and_stable(cards, rig, dut, card_reader, measure, profile):
 def test_extended_apdu(cards, rig, dut, card_reader, measure):
     """An extended-length READ BINARY returns more than 256 bytes in one APDU, and the same bytes as short reads."""
     card = pick(cards)
-    _place(rig, card_reader, card, measure, dut)
+    place_and_time_presence(rig, card_reader, card, measure, dut)
     with card_reader.connect() as conn:
         short = MyNumberCard(conn).certificate_der("auth")
         mnc = MyNumberCard(conn)
@@ -69,7 +56,7 @@ def test_card_removed_mid_apdu(cards, rig, dut, card_reader, measure):
     """Taking the card away during a stream of APDUs ends it with a driver error, never a hang; the card
     then reads again when placed."""
     card = pick(cards)
-    _place(rig, card_reader, card, measure, dut)
+    place_and_time_presence(rig, card_reader, card, measure, dut)
     outcome: dict = {}
     started = threading.Event()
 
@@ -97,7 +84,7 @@ def test_card_removed_mid_apdu(cards, rig, dut, card_reader, measure):
     assert "error" in outcome, "the stream ended without an error"
     card_reader.wait_for_removal(timeout_s=CARD_TIMEOUT_S)
     await_screen(dut, "idle")
-    _place(rig, card_reader, card, measure, dut)
+    place_and_time_presence(rig, card_reader, card, measure, dut)
     with card_reader.connect() as conn:
         assert MyNumberCard(conn).certificate_der("auth")[:2] == b"\x30\x82"
 

@@ -3,14 +3,12 @@ the reference subject matches. A failure here skips the rest of the run (harness
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from drivers.mynumber import MyNumberCard
 from drivers.pcsc import list_readers
 from harness.measure import Limit
-from scenarios.steps import await_read, pick
+from scenarios.steps import pick, place_and_time_presence
 
 pytestmark = [pytest.mark.health, pytest.mark.flow("health")]
 
@@ -52,13 +50,7 @@ def test_reference_card_reads(cards, rig, dut, card_reader, measure):
     """The first card of the deck answers over PC/SC (ATR, JPKI application, profile) and the reader
     under test reads it."""
     card = pick(cards)
-    sent_s = time.monotonic()
-    placement = rig.place_card(card.slot)
-    event = card_reader.wait_for_insertion(timeout_s=10.0)
-    measure("pcsc_presence_ms", max(0.0, (event.monotonic_s - sent_s) * 1000.0 - placement.moved_ms),
-            limit=Limit(high=1500, marginal=1000))
-    shown = await_read(dut, rig, card.slot, measure=measure)
-    assert shown.get("id") == "method_select", f"the reader could not read the reference card: {shown.get('msg')!r}"
+    place_and_time_presence(rig, card_reader, card, measure, dut)
     with card_reader.connect() as conn:
         assert conn.atr[:1] in (b"\x3b", b"\x3f"), f"ATR {conn.atr.hex()} has no valid TS byte"
         profile = MyNumberCard(conn).detect_profile()

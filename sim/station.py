@@ -139,12 +139,33 @@ def sim_up(state_dir: Path | None = None, *, private_pcscd: bool = False, firmwa
         for name, start in _components():
             log.info("starting %s", name)
             start(ctx)
+        _place_demo_card(ctx)
     except BaseException:
         sim_down(state_dir)
         raise
     path = state_dir / STATION_FILE
     path.write_text(tomli_w.dumps(ctx.station))
     return path
+
+
+def _place_demo_card(ctx: SimContext) -> None:
+    """With every part up, the rig places a deck card on the reader (sim/card/station.py
+    ``demo_card_slot``), so that `facehil card read` shows one there; a test run puts it back first."""
+    from drivers.rig import RigController, RigError
+    from sim.card.control import CardControl
+    from sim.card.station import demo_card_slot, wait_powered
+
+    slot = demo_card_slot(ctx)
+    if slot is None or "rig" not in ctx.station:
+        return
+    try:
+        with RigController(ctx.station["rig"]["url"], timeout_s=5.0) as rig:
+            rig.place_card(slot)
+    except RigError as exc:
+        raise StationError(f"the rig could not place deck card {slot} on the reader: {exc}") from exc
+    card = next(c for c in ctx.station["cards"] if c.get("placer_slot") == slot)
+    if not wait_powered(CardControl.from_address(card["control"])):
+        log.warning("pcscd has not powered the placed deck card %s", card["id"])
 
 
 def _load_processes(state_dir: Path) -> list[dict]:
@@ -205,3 +226,21 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def reissue_disposable_cards(cards) -> list[str]:
+    """Before a run on a simulated station, re-issue the cards scenarios may lock (``disposable``):
+    a lab re-issues a locked test card; a long-lived simulated station (a fleet rig) must too, or
+    the second nightly would find the card still locked. Returns the ids re-issued."""
+    from sim.card.control import CardControl, ControlError
+
+    done = []
+    for card in cards:
+        if not card.extra.get("disposable") or not card.control:
+            continue
+        try:
+            CardControl.from_address(card.control).reissue()
+        except (ControlError, OSError) as exc:
+            raise StationError(f"could not re-issue disposable card {card.id} at {card.control}: {exc}") from exc
+        done.append(card.id)
+    return done

@@ -353,3 +353,22 @@ def test_face_photo_record_holds_a_greyscale_jp2(standard, personas, materials):
     assert jp2 in record and jp2.startswith(b"\x00\x00\x00\x0cjP  ")
     img = cv2.imdecode(np.frombuffer(jp2, np.uint8), cv2.IMREAD_UNCHANGED)
     assert img.ndim == 2 and img.shape == (300, 240)
+
+
+def test_reissue_over_the_control_line_unlocks_a_blocked_pin(personas, materials, tmp_path):
+    """REISSUE (the lab re-issuing a locked test card) restores every counter, also on disk."""
+    from sim.card.control import handle_line
+    from sim.card.vpcd import CardLink
+
+    p = personas["p001"]
+    state = tmp_path / "state.json"
+    card = build_card(p, state, materials["p001"])
+    for _ in range(3):
+        run(card, JPKI, ef("0018"), verify("1111" if p.pin != "1111" else "2222"))
+    assert run(card, JPKI, ef("0018"), verify(p.pin))[1] == 0x6984
+    link = CardLink(card, "127.0.0.1", 1, inserted=False)
+    assert handle_line("REISSUE", link, {}) == "OK"
+    assert run(card, JPKI, ef("0018"), verify())[1] == 0x63C3
+    assert run(card, verify(p.pin))[1] == 0x9000
+    assert json.loads(state.read_text())["tries"]["user_auth_pin"] == 3
+    assert handle_line("REISSUE now", link, {}).startswith("ERR")

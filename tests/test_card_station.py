@@ -11,7 +11,7 @@ import pytest
 
 from harness.facedata import resolve_faces
 from sim.card.control import CardControl
-from sim.card.station import start_cards
+from sim.card.station import REFERENCE_CARD_ID, demo_card_slot, start_cards
 from sim.station import SimContext, sim_down, sim_status
 
 PROBE = """
@@ -28,7 +28,7 @@ for r in readers():
 @pytest.fixture
 def station(pcscd, card_deck, tmp_path):
     shutil.copytree(card_deck, tmp_path / "deck")  # reuse the session's deck: no key generation
-    ctx = SimContext(state_dir=tmp_path, pcscd=pcscd, faces=resolve_faces())
+    ctx = SimContext(state_dir=tmp_path, pcscd=pcscd, faces=resolve_faces(), options={"deck": "cards"})
     try:
         start_cards(ctx)
         yield ctx
@@ -53,11 +53,37 @@ def test_start_cards_serves_both_profiles_and_describes_them(station, pcscd):
     lines = out.stdout.splitlines()
     assert [line.split()[-1] for line in lines] == ["9000", "9000"]
     assert all("3be000ff8131fe4514" in line for line in lines)
+    assert demo_card_slot(station) is None  # issue 2's layout has its cards inserted already
+
+
+def test_default_layout_is_the_placer_deck_plus_a_reference_card(pcscd, card_deck, tmp_path):
+    """`facehil sim up`'s cards: every deck card in the placer, off the reader; a face-auth reference
+    card inserted for good in the reference reader's slot, outside [[cards]] (not placeable)."""
+    shutil.copytree(card_deck, tmp_path / "deck")
+    ctx = SimContext(state_dir=tmp_path, pcscd=pcscd, faces=resolve_faces())
+    try:
+        start_cards(ctx)
+        cards = ctx.station["cards"]
+        assert [(c["slot"], c["placer_slot"]) for c in cards] == [(0, i) for i in range(4)]
+        assert all(CardControl.from_address(c["control"]).status()["inserted"] == "0" for c in cards)
+        ref = ctx.station["pcsc"]["reference_card"]
+        assert (ref["id"], ref["profile"], ref["slot"]) == (REFERENCE_CARD_ID, "face-auth", 1)
+        assert "placer_slot" not in ref and ref["id"] not in {c["id"] for c in cards}
+        st = CardControl.from_address(ref["control"]).status()
+        assert (st["inserted"], st["powered"], st["persona"]) == ("1", "1", REFERENCE_CARD_ID)
+        # its persona is kept out of the deck's personas/, which the reader and eligibility list
+        assert len(list((tmp_path / "deck" / "personas").glob("*.toml"))) == 4
+        assert demo_card_slot(ctx) == 0  # p001: the first registered standard card
+        ctx.options["place_card"] = False
+        assert demo_card_slot(ctx) is None
+    finally:
+        stopped = sim_down(tmp_path)
+    assert "card-reference" in stopped and len(stopped) == 5
 
 
 def test_sim_down_stops_the_cards(pcscd, card_deck, tmp_path):
     shutil.copytree(card_deck, tmp_path / "deck")
-    ctx = SimContext(state_dir=tmp_path, pcscd=pcscd, faces=resolve_faces())
+    ctx = SimContext(state_dir=tmp_path, pcscd=pcscd, faces=resolve_faces(), options={"deck": "cards"})
     start_cards(ctx)
     pids = [p.pid for p in ctx.processes]
     assert sorted(sim_down(tmp_path)) == ["card-face-auth", "card-standard"]

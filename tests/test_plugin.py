@@ -211,6 +211,26 @@ def test_teardown_returns_the_card_after_a_failure(pytester, sim_rig):
     result.stdout.fnmatch_lines(["*AssertionError: scenario failed mid-flow"])
 
 
+def test_first_test_finds_the_station_safe(pytester, sim_rig):
+    """A station left with a card on the reader (as `facehil sim up` leaves it) is made safe before
+    the first test that uses a device."""
+    from drivers.rig import RigController
+
+    with RigController(sim_rig) as rig:
+        rig.place_card(1)
+        rig.show_no_face()
+    path = _station(pytester.path, f'[rig]\nurl = "{sim_rig}"\n\n'
+                                   '[[cards]]\nid = "c1"\npersona = "c1.toml"\nplacer_slot = 1\n')
+    pytester.makepyfile("""
+        def test_first(rig):
+            st = rig.status()
+            assert st.card_slot is None, st
+            assert st.display == "blank", st
+    """)
+    result = pytester.runpytest("--station", str(path))
+    result.assert_outcomes(passed=1)
+
+
 def test_teardown_error_when_the_rig_stops_answering(pytester, tmp_path):
     """A station whose rig is gone cannot be made safe: the test errors, naming the rig."""
     proc = subprocess.Popen([sys.executable, "-m", "sim.rig", "--socket", "127.0.0.1:0", "--card", "0"],

@@ -45,10 +45,7 @@ def rig(station):
     from drivers.rig import RigController
 
     with RigController(station["rig"]["url"], timeout_s=5.0) as r:
-        # The station starts every deck card inserted, but a one-reader placer holds one card:
-        # pick each up and put it back once so that only the placer decides what is on the reader.
-        for card in station["cards"]:
-            r.place_card(card["placer_slot"])
+        # `sim up` leaves a deck card on the reader (its demo); the sessions start from an empty one
         r.remove_card()
         yield r
 

@@ -35,6 +35,12 @@ def test_sim_up_runs_rig_and_camera_and_they_drive_the_station(station):
     slots = {c.placer_slot: c for c in station.cards}
     with RigController(station.rig.url.serial_url) as rig:
         assert set(rig.info.slots) == set(slots)
+        demo = rig.status().card_slot  # `sim up` leaves its first registered standard card on the reader
+        assert demo is not None and slots[demo].profile == "standard"
+        assert CardControl.from_address(slots[demo].control).status()["inserted"] == "1"
+        ref = station.extra["pcsc"]["reference_card"]  # in the reference reader, not in the placer
+        assert ref["slot"] == 1 and ref["id"] not in {c.id for c in station.cards}
+        assert CardControl.from_address(ref["control"]).status()["inserted"] == "1"
         target = max(slots)
         rig.place_card(target, CardPose.nominal(), 2000)
         st = CardControl.from_address(slots[target].control).status()

@@ -6,6 +6,7 @@ One ASCII line per command, one reply line ``OK [k=v ...]`` or ``ERR <reason>``:
     STATUS  -> OK inserted=0|1 coupling=present|absent|flaky rate=R connected=0|1 powered=0|1
                apdus=N dropouts=N persona=<id> profile=<profile>
                (connected: on vpcd's socket; powered: pcscd has seen and powered the card)
+    REISSUE -> OK; retry counters back to their issued values (the lab re-issuing a locked test card)
     QUIT    -> OK, then the card process exits
 
 The rig (sim/rig.py), the station and tests drive cards through ``CardControl``.
@@ -59,6 +60,8 @@ def handle_line(line: str, link: CardLink, info: dict[str, str]) -> str:
             fields = {"inserted": int(st.inserted), "coupling": st.coupling, "rate": f"{st.error_rate:g}",
                       "connected": int(st.connected), "powered": int(st.powered), "apdus": st.apdus, "dropouts": st.dropouts, **info}
             return "OK " + " ".join(f"{k}={v}" for k, v in fields.items())
+        elif cmd == "REISSUE" and not args:
+            link.card.state.reissue()
         elif cmd == "QUIT" and not args:
             pass
         else:
@@ -167,6 +170,9 @@ class CardControl:
 
     def status(self) -> dict[str, str]:
         return dict(kv.split("=", 1) for kv in self.command("STATUS").split())
+
+    def reissue(self) -> None:
+        self.command("REISSUE")
 
     def quit(self) -> None:
         self.command("QUIT")

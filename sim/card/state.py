@@ -25,6 +25,7 @@ FORMAT_VERSION = 1
 class CardState:
     path: Path | None = None
     tries: dict[str, int] = field(default_factory=dict)
+    initial: dict[str, int] = field(default_factory=dict)  # as issued: what a re-issue restores
 
     @classmethod
     def load(cls, path: Path | None, initial: dict[str, int]) -> "CardState":
@@ -48,9 +49,14 @@ class CardState:
                     os.replace(path, aside)
                 except OSError:
                     pass
-        state = cls(path=path, tries=tries)
+        state = cls(path=path, tries=tries, initial=dict(initial))
         state.save()
         return state
+
+    def reissue(self) -> None:
+        """Every counter back to its issued value: what a lab does to a locked test card."""
+        self.tries = dict(self.initial)
+        self.save()
 
     def get(self, name: str) -> int:
         return self.tries[name]

@@ -1,20 +1,33 @@
 """The cards of the simulated station (a component of sim/station.py).
 
-``start_cards(ctx)``: make (or reuse) a deck under ``<state_dir>/deck``, then serve a standard
-card in vpcd slot 0 and a face-auth card in slot 1, one process each, and describe them in the
-station file (``[[cards]]`` and ``[pki]``).
+``start_cards(ctx)``: make (or reuse) a deck under ``<state_dir>/deck`` and serve its cards, one
+process each, described in the station file (``[[cards]]`` and ``[pki]``). ``ctx.options["deck"]``
+picks the layout:
+
+* unset (``"station"``, what ``facehil sim up`` starts): the placer deck on vpcd slot 0, all off
+  the reader, plus a face-auth *reference card* always inserted in slot 1, the station's
+  ``[pcsc] reference_reader``. It is described as ``[pcsc.reference_card]``, not in
+  ``[[cards]]``: it is not a deck card, so neither the rig, nor the reader's antenna, nor the
+  scenarios' deck see it. :func:`demo_card_slot` names the deck card ``sim up`` then places.
+* ``"placer"``: the placer deck alone (fleet stations).
+* ``"cards"``: issue 2's layout, a standard card inserted in slot 0 and a face-auth card in slot 1.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import random
 import re
 import time
 from pathlib import Path
 
+from harness.facedata import list_identities
 from sim.card.control import CardControl, ControlError
-from sim.card.deck import generate_deck, load_deck
+from sim.card.deck import generate_deck, load_deck, make_persona
+from sim.card.issue import issue_card
 from sim.card.persona import Persona
+from sim.card.pki import ensure_pki
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +35,9 @@ DECK_SIZE = 6
 PLACER_DECK_SIZE = 10  # two unregistered face-auth cards, under-40s of both profiles, one revoked
 READY_TIMEOUT_S = 30.0
 SEEN_TIMEOUT_S = 5.0
+REFERENCE_CARD_ID = "ref001"
+REFERENCE_SLOT = 1  # vpcd slot of the station's [pcsc] reference_reader (sim/station.py)
+LAYOUTS = ("station", "placer", "cards")
 _READY = re.compile(rb"^READY control=(\d+)\s*$", re.M)
 
 
@@ -70,22 +86,25 @@ def spawn_card(ctx, persona: Persona, slot: int, name: str, removed: bool = Fals
     return ctx.spawn(name, argv + (["--removed"] if removed else []))
 
 
+def wait_powered(control: CardControl, timeout_s: float = SEEN_TIMEOUT_S) -> bool:
+    """Wait until pcscd has seen the card (it powers a card up when its poll finds it), so
+    that `facehil sim up && facehil card read` finds it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if control.status().get("powered") == "1":
+                return True
+        except ControlError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
 def await_card(ctx, proc, persona: Persona, slot: int, name: str) -> dict:
     """Wait for a spawned card's READY and for pcscd to see it; its ``[[cards]]`` entry."""
     port = ctx.pcscd.slot_port(slot)
     control_port = wait_ready(proc, ctx.state_dir / "logs" / f"{name}.log")
-    control = CardControl("127.0.0.1", control_port)
-    # Wait until pcscd has seen the card (it powers a card up when its poll finds it), so
-    # that `facehil sim up && facehil card read` finds both cards.
-    deadline = time.monotonic() + SEEN_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            if control.status().get("powered") == "1":
-                break
-        except ControlError:
-            pass
-        time.sleep(0.05)
-    else:
+    if not wait_powered(CardControl("127.0.0.1", control_port)):
         log.warning("pcscd has not powered card %s on vpcd port %d within %.0f s", persona.id, port,
                     SEEN_TIMEOUT_S)
     return {"id": persona.id, "persona": str(persona.source), "profile": persona.profile,
@@ -114,10 +133,56 @@ def start_placer_deck(ctx, deck_dir: Path) -> None:
     ctx.station["pki"] = {"dir": str(deck_dir / "pki")}
 
 
+def ensure_reference_persona(deck_dir: Path, faces) -> Persona:
+    """The reference card's persona (registered face-auth), made once. It lives in
+    ``<deck>/reference/``, apart from ``<deck>/personas/``, so nothing that lists the deck (the
+    placer deck, the eligibility service, the reader's printed card faces) takes it for a deck card."""
+    path = deck_dir / "reference" / f"{REFERENCE_CARD_ID}.toml"
+    if path.exists():
+        return Persona.load(path)
+    identities = list_identities(faces)
+    ident = identities[PLACER_DECK_SIZE % len(identities)]
+    # index 1 of a one-card deck: face-auth, registered, not revoked (sim/card/deck.py's mix)
+    persona = make_persona(1, random.Random(REFERENCE_CARD_ID), ident.images[0], ident.name, dt.date.today(),
+                           deck_dir, count=1)
+    persona.id = REFERENCE_CARD_ID
+    persona.card_dir = deck_dir / "cards" / REFERENCE_CARD_ID
+    persona.save(path)
+    issue_card(Persona.load(path), ensure_pki(deck_dir / "pki"))
+    return Persona.load(path)
+
+
+def start_reference_card(ctx, deck_dir: Path) -> None:
+    """The reference card, inserted in the reference reader's slot for good: ``[pcsc.reference_card]``."""
+    persona = ensure_reference_persona(deck_dir, ctx.faces)
+    proc = spawn_card(ctx, persona, REFERENCE_SLOT, "card-reference")
+    entry = await_card(ctx, proc, persona, REFERENCE_SLOT, "card-reference")
+    del entry["placer_slot"]  # not in the placer: the lab's card that never leaves the reference reader
+    ctx.station.setdefault("pcsc", {})["reference_card"] = entry
+
+
+def demo_card_slot(ctx) -> int | None:
+    """The deck slot ``facehil sim up`` places on the reader at the end (the default layout only,
+    unless ``ctx.options["place_card"]`` is false): the first registered standard deck card."""
+    if ctx.options.get("deck", "station") != "station" or not ctx.options.get("place_card", True):
+        return None
+    for card in ctx.station.get("cards", []):
+        persona = Persona.load(card["persona"])
+        if persona.profile == "standard" and persona.registered_for_insurance and not persona.revoked:
+            return int(card["placer_slot"])
+    return None
+
+
 def start_cards(ctx) -> None:
     deck_dir = ctx.state_dir / "deck"
-    if ctx.options.get("deck") == "placer":
-        return start_placer_deck(ctx, deck_dir)
+    layout = ctx.options.get("deck", "station")
+    if layout not in LAYOUTS:
+        raise CardStartError(f"unknown deck layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+    if layout != "cards":
+        start_placer_deck(ctx, deck_dir)
+        if layout == "station":
+            start_reference_card(ctx, deck_dir)
+        return
     personas = ensure_deck(deck_dir, ctx.faces)
     plan = [(_pick(personas, "standard"), 0, "card-standard"), (_pick(personas, "face-auth"), 1, "card-face-auth")]
     procs = [spawn_card(ctx, *item) for item in plan]  # both start in parallel
