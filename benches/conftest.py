@@ -8,11 +8,10 @@ machine's noise must not turn a bench run red.
 from __future__ import annotations
 
 import fnmatch
-import os
 
 import pytest
 
-from sim.pcscd import SOCKET_ENV, PcscdError, start_private_pcscd
+from sim.pcscd import PcscdError, private_pcscd_for_process
 
 GOALS = pytest.StashKey[list]()
 
@@ -33,19 +32,16 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def pcscd():
-    """A private pcscd for the bench session (same as tests/conftest.py's)."""
+    """A private pcscd with two vpcd slots for this session (sim.pcscd.private_pcscd_for_process).
+
+    libpcsclite reads PCSCLITE_CSOCK_NAME once per process, so every PC/SC test in the
+    session shares this one instance.
+    """
     try:
-        inst = start_private_pcscd()
+        with private_pcscd_for_process() as inst:
+            yield inst
     except PcscdError as exc:
         pytest.fail(f"cannot start a private pcscd: {exc}")
-    previous = os.environ.get(SOCKET_ENV)
-    os.environ.update(inst.client_env())
-    yield inst
-    inst.stop()
-    if previous is None:
-        os.environ.pop(SOCKET_ENV, None)
-    else:
-        os.environ[SOCKET_ENV] = previous
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,3 +238,21 @@ def start_private_pcscd(vpcd_port: int | None = None, timeout_s: float = 10.0) -
         raise
     log.info("private pcscd pid %d, vpcd ports %d/%d", proc.pid, port, port + 1)
     return inst
+
+
+@contextmanager
+def private_pcscd_for_process() -> Iterator[PcscdInstance]:
+    """A private pcscd that this whole process talks to (``PCSCLITE_CSOCK_NAME`` set in
+    ``os.environ``), stopped and the variable restored on exit. libpcsclite reads the variable
+    once per process, so a test or bench session holds exactly one of these."""
+    inst = start_private_pcscd()
+    previous = os.environ.get(SOCKET_ENV)
+    os.environ.update(inst.client_env())
+    try:
+        yield inst
+    finally:
+        inst.stop()
+        if previous is None:
+            os.environ.pop(SOCKET_ENV, None)
+        else:
+            os.environ[SOCKET_ENV] = previous

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
-from sim.pcscd import SOCKET_ENV, PcscdError, start_private_pcscd
+from sim.pcscd import PcscdError, private_pcscd_for_process
 
 # throwaway PostgreSQL 15 cluster (session) and a fresh SQLite|PostgreSQL records DB per test
 from pgcluster import db_url, pg_cluster  # noqa: E402,F401
@@ -14,23 +13,16 @@ from pgcluster import db_url, pg_cluster  # noqa: E402,F401
 
 @pytest.fixture(scope="session")
 def pcscd():
-    """A private pcscd with two vpcd slots, started for this test session and stopped after it.
+    """A private pcscd with two vpcd slots for this session (sim.pcscd.private_pcscd_for_process).
 
     libpcsclite reads PCSCLITE_CSOCK_NAME once per process, so every PC/SC test in the
     session shares this one instance.
     """
     try:
-        inst = start_private_pcscd()
+        with private_pcscd_for_process() as inst:
+            yield inst
     except PcscdError as exc:
         pytest.fail(f"cannot start a private pcscd: {exc}")
-    previous = os.environ.get(SOCKET_ENV)
-    os.environ.update(inst.client_env())
-    yield inst
-    inst.stop()
-    if previous is None:
-        os.environ.pop(SOCKET_ENV, None)
-    else:
-        os.environ[SOCKET_ENV] = previous
 
 
 @pytest.fixture(scope="session")

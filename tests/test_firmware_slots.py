@@ -84,7 +84,7 @@ def test_update_commit_reboot(tmp_path, fwdir):
     assert st["previous_version"] == "1.4.0" and st["pending_slot"] is None and st["active_slot"] == "B"
     seen.append(st)
     # and once more, back into slot A
-    m2 = upload(rebooted, *load_image(fwdir, "1.6.0"))
+    upload(rebooted, *load_image(fwdir, "1.6.0"))
     assert rebooted.commit() == "A"
     assert make_store(tmp_path, fwdir).boot().manifest.version == "1.6.0"
 

@@ -141,9 +141,9 @@ def read_card(card: MyNumberCard, secrets: Secrets = Secrets(), *, allow_last_tr
     if secrets.pin:
         report["with_pin"] = _with_pin(card, secrets.pin, guard, auth, refused)
     if secrets.check_a:
-        report["with_check_a"] = _with_check_a(card, secrets.check_a, guard, refused)
+        report["with_check_a"] = _with_check_code(card, secrets.check_a, "a", guard, refused)
     if secrets.check_b:
-        report["with_check_b"] = _with_check_b(card, secrets.check_b, guard, refused)
+        report["with_check_b"] = _with_check_code(card, secrets.check_b, "b", guard, refused)
     if terminal is not None:
         report["with_terminal"] = _with_terminal(card, terminal, auth, refused)
     report["refused"] = refused
@@ -195,51 +195,29 @@ def _with_pin(card: MyNumberCard, pin: str, guard: _Guard, auth, refused: list[s
     return out
 
 
-def _with_check_a(card: MyNumberCard, check_a: str, guard: _Guard, refused: list[str]) -> dict:
+def _with_check_code(card: MyNumberCard, code: str, which: str, guard: _Guard, refused: list[str]) -> dict:
+    """What check code A (``which="a"``) or B opens: text-assist (My Number, or the basic four)
+    and the card surface. A code the card refuses is not tried again on the other application."""
+    if which == "a":
+        text_field, read_text = "my_number", lambda: card.my_number(check_a=code)
+        read_face = lambda: card.card_face(check_a=code)  # noqa: E731
+    else:
+        text_field, read_text = "basic_four", lambda: _basic_four(card.basic_four(check_b=code))
+        read_face = lambda: card.card_face(check_b=code)  # noqa: E731
     out: dict = {}
-    if why := guard.may_try("text_check_a"):
-        out["text_assist"] = why
-    else:
+    for key, counter, field, read in (("text_assist", f"text_check_{which}", text_field, read_text),
+                                      ("card_surface", f"surface_check_{which}", "card_face",
+                                       lambda: _card_face(read_face()))):
+        if why := guard.may_try(counter):
+            out[key] = why
+            continue
         try:
-            out["my_number"] = card.my_number(check_a=check_a)
+            out[field] = read()
         except (CardStatusError, ValueError) as exc:
-            out["text_assist"] = _status(exc) if isinstance(exc, CardStatusError) else str(exc)
+            out[key] = _status(exc) if isinstance(exc, CardStatusError) else str(exc)
             if isinstance(exc, WrongPin):
-                refused.append("check_a")
+                refused.append(f"check_{which}")
                 return out
-    if why := guard.may_try("surface_check_a"):
-        out["card_surface"] = why
-    else:
-        try:
-            out["card_face"] = _card_face(card.card_face(check_a=check_a))
-        except (CardStatusError, ValueError) as exc:
-            out["card_surface"] = _status(exc) if isinstance(exc, CardStatusError) else str(exc)
-            if isinstance(exc, WrongPin):
-                refused.append("check_a")
-    return out
-
-
-def _with_check_b(card: MyNumberCard, check_b: str, guard: _Guard, refused: list[str]) -> dict:
-    out: dict = {}
-    if why := guard.may_try("text_check_b"):
-        out["text_assist"] = why
-    else:
-        try:
-            out["basic_four"] = _basic_four(card.basic_four(check_b=check_b))
-        except (CardStatusError, ValueError) as exc:
-            out["text_assist"] = _status(exc) if isinstance(exc, CardStatusError) else str(exc)
-            if isinstance(exc, WrongPin):
-                refused.append("check_b")
-                return out
-    if why := guard.may_try("surface_check_b"):
-        out["card_surface"] = why
-    else:
-        try:
-            out["card_face"] = _card_face(card.card_face(check_b=check_b))
-        except (CardStatusError, ValueError) as exc:
-            out["card_surface"] = _status(exc) if isinstance(exc, CardStatusError) else str(exc)
-            if isinstance(exc, WrongPin):
-                refused.append("check_b")
     return out
 
 

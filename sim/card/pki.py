@@ -169,18 +169,22 @@ class Pki:
             fh.write(f"{serial:X}" + (f"  # {note}" if note else "") + "\n")
 
 
-def read_revoked(path: Path) -> set[int]:
+def read_revoked(path: Path, *, strict: bool = True) -> set[int]:
+    """Hex serials, one per line, ``#`` comments. A bad line raises PkiError, or with
+    ``strict=False`` (a running service must keep answering) is skipped with a warning."""
     out: set[int] = set()
     if not path.exists():
         return out
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         text = line.split("#", 1)[0].strip()
         if not text:
             continue
         try:
             out.add(int(text, 16))
         except ValueError:
-            raise PkiError(f"{path}:{n}: not a hex serial number: {text!r}") from None
+            if strict:
+                raise PkiError(f"{path}:{n}: not a hex serial number: {text!r}") from None
+            log.warning("%s:%d: not a hex serial, ignored: %r", path, n, text[:40])
     return out
 
 

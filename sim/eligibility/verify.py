@@ -18,6 +18,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from sim.card.pki import read_revoked
+
 log = logging.getLogger(__name__)
 
 JPKI_CA_FILE = "jpki-ca.pem"
@@ -25,22 +27,6 @@ REVOKED_FILE = "revoked.txt"
 # cert_status values, in the order they are checked
 MALFORMED, UNKNOWN_ISSUER, REVOKED, EXPIRED, NOT_YET_VALID, VALID = (
     "malformed", "unknown_issuer", "revoked", "expired", "not_yet_valid", "valid")
-
-
-def read_revoked(path: Path) -> set[int]:
-    """Hex serials, one per line, ``#`` comments. A bad line is skipped with a warning."""
-    out: set[int] = set()
-    if not path.exists():
-        return out
-    for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        try:
-            out.add(int(text, 16))
-        except ValueError:
-            log.warning("%s:%d: not a hex serial, ignored: %r", path, n, text[:40])
-    return out
 
 
 @dataclass(frozen=True)
@@ -83,7 +69,7 @@ class TrustStore:
         return self._ca
 
     def revoked(self) -> set[int]:
-        return read_revoked(self.pki_dir / REVOKED_FILE)
+        return read_revoked(self.pki_dir / REVOKED_FILE, strict=False)
 
     def check(self, certificate_der: bytes, at: dt.datetime | None = None) -> CertCheck:
         at = at or dt.datetime.now(dt.timezone.utc)
