@@ -172,6 +172,16 @@ class CardReader(Protocol):
     def connect(self) -> "CardConnection": ...
 
 
+MAX_ATR_BYTES = 33
+_ATR_SETTLE_TRIES = 10
+_ATR_SETTLE_SLEEP_S = 0.02
+
+
+def _looks_unsettled(atr: bytes) -> bool:
+    """A full-size ATR buffer with zero padding: pcscd has not yet published the ATR's length."""
+    return len(atr) == MAX_ATR_BYTES and atr.endswith(b"\x00" * 8)
+
+
 class PcscReader:
     """One reader of pcscd. Holds no PC/SC resources between calls."""
 
@@ -284,9 +294,18 @@ class CardConnection:
         return "T=0" if self._h.protocol == scard.SCARD_PROTOCOL_T0 else "T=1"
 
     def _read_atr(self) -> bytes:
-        hresult, _name, _state, _proto, atr = scard.SCardStatus(self._h.card)
-        _check(hresult, "reading the ATR", self.reader)
-        return bytes(atr)
+        # Right after a card is powered, pcscd can publish the reader state before the ATR's
+        # length: SCardStatus then returns all 33 bytes of its buffer, zero-padded. A real ATR
+        # that long ending in zeros is vanishingly rare, so ask again for a short while.
+        atr = b""
+        for _ in range(_ATR_SETTLE_TRIES):
+            hresult, _name, _state, _proto, raw = scard.SCardStatus(self._h.card)
+            _check(hresult, "reading the ATR", self.reader)
+            atr = bytes(raw)
+            if not _looks_unsettled(atr):
+                break
+            time.sleep(_ATR_SETTLE_SLEEP_S)
+        return atr
 
     def _require(self) -> _Handle:
         if self._h is None:

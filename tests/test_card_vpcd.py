@@ -16,6 +16,7 @@ from smartcard.System import readers
 
 from sim.card.control import CardControl, ControlError
 from sim.card.persona import Persona
+from sim.card.station import wait_powered
 
 JPKI = "00A4040C0AD392F000260100000001"
 SURFACE = "00A4040C0AD3921000310001010402"
@@ -67,6 +68,8 @@ def served(pcscd, card_deck, tmp_path_factory):
     proc, control = spawn_card(persona, state, pcscd.slot_port(0))
     reader = pcscd.reader_names[0]
     assert wait_present(reader, True), "pcscd never saw the card"
+    # PRESENT comes before pcscd has powered the card and published its ATR length
+    assert wait_powered(control), "pcscd never powered the card"
     yield persona, proc, control, reader
     stop(proc)
     wait_present(reader, False)

@@ -417,3 +417,13 @@ def test_real_card_events_and_a_drop_mid_apdu(pcscd, card_deck, tmp_path):
     finally:
         card.stop()
         reader.wait_for_removal(INSERT_TIMEOUT_S)
+
+
+def test_a_zero_padded_full_size_atr_is_read_again():
+    """pcscd can publish a just-powered card's state before the ATR's length (33 zero-padded bytes)."""
+    from drivers.pcsc import MAX_ATR_BYTES, _looks_unsettled
+
+    atr = bytes.fromhex("3BE000FF8131FE4514")
+    assert not _looks_unsettled(atr)
+    assert _looks_unsettled(atr + b"\x00" * (MAX_ATR_BYTES - len(atr)))
+    assert not _looks_unsettled(bytes(range(1, MAX_ATR_BYTES + 1)))
