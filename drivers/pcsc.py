@@ -237,6 +237,11 @@ class PcscReader:
                 _name, state, atr_list = states[0]
                 atr = bytes(atr_list)
             mono, wall = time.monotonic(), time.time()
+            for _ in range(_ATR_SETTLE_TRIES if want_present else 0):
+                if not _looks_unsettled(atr):  # see CardConnection._read_atr
+                    break
+                time.sleep(_ATR_SETTLE_SLEEP_S)
+                state, atr = self._state(ctx)
         return CardEvent(want_present, mono, wall, self.name, atr if want_present else b"")
 
     def connect(self, log_size: int = 2000) -> "CardConnection":
