@@ -1,26 +1,16 @@
 """BER-TLV encoding as the My Number Card's data files use it (card side only).
 
 The card's records use two-byte private tags (``FF 20``, ``DF 22`` ...) with definite BER
-lengths (1 byte up to 127, ``81 xx``, ``82 xx xx``). Host-side decoding lives in drivers.
+lengths (1 byte up to 127, ``81 xx``, ``82 xx xx``). The TLV coding itself is drivers.tlv's.
 """
 
 from __future__ import annotations
 
-
-def encode_length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    if n <= 0xFF:
-        return bytes((0x81, n))
-    if n <= 0xFFFF:
-        return bytes((0x82, n >> 8, n & 0xFF))
-    raise ValueError(f"TLV value too long: {n} bytes")
+from drivers.tlv import encode
 
 
-def tlv(tag: int, value: bytes) -> bytes:
-    """One TLV; ``tag`` is given as an int of one or two bytes (0xDF22, 0x5F37, 0x30)."""
-    tag_bytes = tag.to_bytes(2 if tag > 0xFF else 1, "big")
-    return tag_bytes + encode_length(len(value)) + value
+# One TLV with a minimal BER length: the same encoding the host drivers use.
+tlv = encode
 
 
 def record_with_offsets(outer_tag: int, offsets_tag: int, items: list[tuple[int, bytes]]) -> bytes:
