@@ -87,7 +87,7 @@ def _terminate(pid: int, proc: subprocess.Popen | None, timeout_s: float = 5.0) 
         if proc is not None:
             if proc.poll() is not None:
                 return
-        elif not _alive(pid):
+        elif not pid_alive(pid):
             return
         time.sleep(0.05)
     try:
@@ -98,14 +98,12 @@ def _terminate(pid: int, proc: subprocess.Popen | None, timeout_s: float = 5.0) 
         proc.wait(timeout=2)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
+def pid_alive(pid: int) -> bool:
+    """Is this process running (and not a zombie waiting to be reaped)?"""
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
+            # the command name in parentheses may hold spaces: the state follows the last ')'
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
 

@@ -25,7 +25,7 @@ from typing import Callable
 import tomli_w
 
 from harness.facedata import FaceSource, resolve_faces
-from sim.pcscd import PcscdInstance, ensure_system_pcscd, start_private_pcscd
+from sim.pcscd import PcscdInstance, ensure_system_pcscd, pid_alive, start_private_pcscd
 
 log = logging.getLogger(__name__)
 
@@ -175,20 +175,12 @@ def _load_processes(state_dir: Path) -> list[dict]:
     return json.loads(path.read_text())
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def sim_status(state_dir: Path | None = None) -> list[dict]:
     """Each tracked process with ``alive``; a dead one is a crashed (or stopped) part."""
     state_dir = state_dir or default_state_dir()
     out = []
     for rec in _load_processes(state_dir):
-        out.append({**rec, "alive": _alive(rec["pid"])})
+        out.append({**rec, "alive": pid_alive(rec["pid"])})
     return out
 
 
@@ -198,17 +190,17 @@ def sim_down(state_dir: Path | None = None, timeout_s: float = 5.0) -> list[str]
     stopped = []
     for rec in reversed(_load_processes(state_dir)):
         pid = rec["pid"]
-        if not _alive(pid):
+        if not pid_alive(pid):
             continue
         try:
             os.killpg(pid, signal.SIGTERM) if rec.get("kind") != "pcscd" else os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             continue
         deadline = time.monotonic() + timeout_s
-        while _alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             _reap(pid)
             time.sleep(0.05)
-        if _alive(pid):
+        if pid_alive(pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

@@ -12,6 +12,7 @@ import pytest
 from harness.facedata import resolve_faces
 from sim.card.control import CardControl
 from sim.card.station import REFERENCE_CARD_ID, demo_card_slot, start_cards
+from sim.pcscd import pid_alive
 from sim.station import SimContext, sim_down, sim_status
 
 PROBE = """
@@ -88,6 +89,6 @@ def test_sim_down_stops_the_cards(pcscd, card_deck, tmp_path):
     pids = [p.pid for p in ctx.processes]
     assert sorted(sim_down(tmp_path)) == ["card-face-auth", "card-standard"]
     for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}") or "Z" in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1][:3]
+        assert not pid_alive(pid)
     # The deck was reused, not regenerated: still the session's four personas.
     assert len(list((tmp_path / "deck" / "personas").glob("*.toml"))) == 4

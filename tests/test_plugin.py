@@ -15,6 +15,8 @@ from pathlib import Path
 import cv2  # noqa: F401  # loaded before pytester's in-process runs, which unload what they import
 import pytest
 
+from sim.pcscd import pid_alive
+
 pytest_plugins = ["pytester"]
 
 PERSONA = """\
@@ -255,14 +257,6 @@ def test_teardown_error_when_the_rig_stops_answering(pytester, tmp_path):
 
 # -- the simulated station's life cycle -----------------------------------------------------------
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_sigterm_stops_the_simulated_station(pytester, tmp_path):
     """A session killed with SIGTERM still stops every process of the station it started."""
     import json
@@ -294,7 +288,7 @@ def test_sigterm_stops_the_simulated_station(pytester, tmp_path):
         time.sleep(1.0)  # inside the test now
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-        left = [p for p in pids if _alive(p)]
+        left = [p for p in pids if pid_alive(p)]
         assert not left, f"station processes left running after SIGTERM: {left}"
     finally:
         if proc.poll() is None:
