@@ -19,7 +19,7 @@ import logging
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from smartcard import scard
 
@@ -182,6 +182,18 @@ def _looks_unsettled(atr: bytes) -> bool:
     return len(atr) == MAX_ATR_BYTES and atr.endswith(b"\x00" * 8)
 
 
+def _settled_atr(atr: bytes, read_again: Callable[[], bytes]) -> bytes:
+    """Right after a card is powered, pcscd can publish the reader state before the ATR's length:
+    the ATR then comes as all 33 bytes of its buffer, zero-padded. A real ATR that long ending in
+    zeros is vanishingly rare, so ask again for a short while."""
+    for _ in range(_ATR_SETTLE_TRIES):
+        if not _looks_unsettled(atr):
+            break
+        time.sleep(_ATR_SETTLE_SLEEP_S)
+        atr = read_again()
+    return atr
+
+
 class PcscReader:
     """One reader of pcscd. Holds no PC/SC resources between calls."""
 
@@ -237,11 +249,8 @@ class PcscReader:
                 _name, state, atr_list = states[0]
                 atr = bytes(atr_list)
             mono, wall = time.monotonic(), time.time()
-            for _ in range(_ATR_SETTLE_TRIES if want_present else 0):
-                if not _looks_unsettled(atr):  # see CardConnection._read_atr
-                    break
-                time.sleep(_ATR_SETTLE_SLEEP_S)
-                state, atr = self._state(ctx)
+            if want_present:
+                atr = _settled_atr(atr, lambda: self._state(ctx)[1])
         return CardEvent(want_present, mono, wall, self.name, atr if want_present else b"")
 
     def connect(self, log_size: int = 2000) -> "CardConnection":
@@ -299,18 +308,12 @@ class CardConnection:
         return "T=0" if self._h.protocol == scard.SCARD_PROTOCOL_T0 else "T=1"
 
     def _read_atr(self) -> bytes:
-        # Right after a card is powered, pcscd can publish the reader state before the ATR's
-        # length: SCardStatus then returns all 33 bytes of its buffer, zero-padded. A real ATR
-        # that long ending in zeros is vanishingly rare, so ask again for a short while.
-        atr = b""
-        for _ in range(_ATR_SETTLE_TRIES):
-            hresult, _name, _state, _proto, raw = scard.SCardStatus(self._h.card)
-            _check(hresult, "reading the ATR", self.reader)
-            atr = bytes(raw)
-            if not _looks_unsettled(atr):
-                break
-            time.sleep(_ATR_SETTLE_SLEEP_S)
-        return atr
+        return _settled_atr(self._status_atr(), self._status_atr)
+
+    def _status_atr(self) -> bytes:
+        hresult, _name, _state, _proto, atr = scard.SCardStatus(self._h.card)
+        _check(hresult, "reading the ATR", self.reader)
+        return bytes(atr)
 
     def _require(self) -> _Handle:
         if self._h is None:
