@@ -42,9 +42,9 @@ class CardProcess:
     """One card process in ``vpcd_host:vpcd_port``; ``stop()`` kills it by PID and waits."""
 
     def __init__(self, persona, state: Path, vpcd_port: int, vpcd_host: str = "127.0.0.1",
-                 removed: bool = False, env: dict | None = None):
+                 removed: bool = False, env: dict | None = None, extra_args: tuple[str, ...] = ()):
         argv = [sys.executable, "-m", "sim.card", "serve", "--persona", str(persona.source), "--state", str(state),
-                "--vpcd", f"{vpcd_host}:{vpcd_port}", "--control-port", "0"]
+                "--vpcd", f"{vpcd_host}:{vpcd_port}", "--control-port", "0", *extra_args]
         if removed:
             argv.append("--removed")
         self.persona = persona

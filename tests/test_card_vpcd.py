@@ -14,9 +14,11 @@ from smartcard.scard import (SCARD_LEAVE_CARD, SCARD_S_SUCCESS, SCARD_SCOPE_USER
                              SCardReleaseContext)
 from smartcard.System import readers
 
-from sim.card.control import CardControl, ControlError
+from sim.card.control import ControlError
 from sim.card.persona import Persona
 from sim.card.station import wait_powered
+
+from card_process import CardProcess
 
 JPKI = "00A4040C0AD392F000260100000001"
 SURFACE = "00A4040C0AD3921000310001010402"
@@ -42,36 +44,21 @@ def wait_present(reader: str, present: bool, timeout_s: float = EVENT_TIMEOUT_S)
         SCardReleaseContext(ctx)
 
 
-def spawn_card(persona: Persona, state, port: int, *extra: str) -> tuple[subprocess.Popen, CardControl]:
-    proc = subprocess.Popen([sys.executable, "-m", "sim.card", "serve", "--persona", str(persona.source),
-                             "--state", str(state), "--vpcd", f"127.0.0.1:{port}", "--control-port", "0",
-                             "--seed", "1", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = proc.stdout.readline().strip()
-    assert line.startswith("READY control="), line
-    return proc, CardControl("127.0.0.1", int(line.split("=", 1)[1]))
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+def spawn_card(persona: Persona, state, port: int, removed: bool = False) -> CardProcess:
+    return CardProcess(persona, state, port, removed=removed, extra_args=("--seed", "1"))
 
 
 @pytest.fixture(scope="module")
 def served(pcscd, card_deck, tmp_path_factory):
     persona = Persona.load(card_deck / "personas" / "p001.toml")
     state = tmp_path_factory.mktemp("vpcd") / "p001.json"
-    proc, control = spawn_card(persona, state, pcscd.slot_port(0))
+    card = spawn_card(persona, state, pcscd.slot_port(0))
     reader = pcscd.reader_names[0]
     assert wait_present(reader, True), "pcscd never saw the card"
     # PRESENT comes before pcscd has powered the card and published its ATR length
-    assert wait_powered(control), "pcscd never powered the card"
-    yield persona, proc, control, reader
-    stop(proc)
+    assert wait_powered(card.control), "pcscd never powered the card"
+    yield persona, card.proc, card.control, reader
+    card.stop()
     wait_present(reader, False)
 
 
@@ -94,6 +81,15 @@ def close(conn) -> None:
 def tx(conn, hexapdu: str) -> tuple[bytes, int]:
     data, sw1, sw2 = conn.transmit(list(bytes.fromhex(hexapdu)))
     return bytes(data), (sw1 << 8) | sw2
+
+
+def assert_jpki_selects(reader_name: str) -> None:
+    """The card in this reader answers SELECT JPKI with 9000 on a fresh connection."""
+    conn = connect(reader_name)
+    try:
+        assert tx(conn, JPKI)[1] == 0x9000
+    finally:
+        close(conn)
 
 
 def test_atr_select_and_extended_read_through_pcscd(served):
@@ -127,11 +123,7 @@ def test_removal_and_insertion_are_seen_by_pcscd(served):
         connect(reader)
     control.insert()
     assert wait_present(reader, True)
-    conn = connect(reader)
-    try:
-        assert tx(conn, JPKI)[1] == 0x9000
-    finally:
-        close(conn)
+    assert_jpki_selects(reader)
 
 
 def test_coupling_absent_takes_the_card_off_the_field(served):
@@ -157,11 +149,7 @@ def test_flaky_coupling_drops_the_card_mid_apdu_and_it_comes_back(served):
     control.coupling("present")
     assert wait_present(reader, False)  # off the field long enough for pcscd to notice
     assert wait_present(reader, True)
-    conn = connect(reader)
-    try:
-        assert tx(conn, JPKI)[1] == 0x9000
-    finally:
-        close(conn)
+    assert_jpki_selects(reader)
 
 
 def test_control_port_survives_bad_input(served):
@@ -181,7 +169,8 @@ def test_control_port_survives_bad_input(served):
 def test_removed_start_then_quit(pcscd, card_deck, tmp_path):
     persona = Persona.load(card_deck / "personas" / "p002.toml")
     reader = pcscd.reader_names[1]
-    proc, control = spawn_card(persona, tmp_path / "p002.json", pcscd.slot_port(1), "--removed")
+    card = spawn_card(persona, tmp_path / "p002.json", pcscd.slot_port(1), removed=True)
+    proc, control = card.proc, card.control
     try:
         assert control.status()["inserted"] == "0"
         assert not wait_present(reader, True, timeout_s=1.0)
@@ -191,8 +180,7 @@ def test_removed_start_then_quit(pcscd, card_deck, tmp_path):
         assert proc.wait(timeout=5) == 0
         assert wait_present(reader, False)
     finally:
-        if proc.poll() is None:
-            stop(proc)
+        card.stop()
 
 
 def test_serve_reports_a_bad_persona(tmp_path):
@@ -235,7 +223,8 @@ class FakeVpcd:
 def test_vpcd_link_survives_garbage_frames(card_deck, tmp_path):
     persona = Persona.load(card_deck / "personas" / "p001.toml")
     vpcd = FakeVpcd()
-    proc, control = spawn_card(persona, tmp_path / "s.json", vpcd.port)
+    card = spawn_card(persona, tmp_path / "s.json", vpcd.port)
+    proc, control = card.proc, card.control
     try:
         vpcd.accept()
         vpcd.send(b"\x04")
@@ -258,5 +247,5 @@ def test_vpcd_link_survives_garbage_frames(card_deck, tmp_path):
         assert proc.poll() is None
         assert int(control.status()["apdus"]) >= 4
     finally:
-        stop(proc)
+        card.stop()
         vpcd.close()

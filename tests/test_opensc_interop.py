@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +20,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from sim.card.persona import Persona
+
+from card_process import CardProcess
 
 PKCS11_MODULES = [Path("/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"), Path("/usr/lib/aarch64-linux-gnu/opensc-pkcs11.so"),
                   Path("/usr/lib/opensc-pkcs11.so"), Path("/usr/lib64/opensc-pkcs11.so")]
@@ -35,23 +36,6 @@ def pkcs11_module() -> Path:
         if path.exists():
             return path
     pytest.skip("OpenSC's PKCS#11 module opensc-pkcs11.so is not installed (apt-get install opensc)")
-
-
-def serve(pcscd, persona: Persona, state: Path, slot: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "sim.card", "serve", "--persona", str(persona.source),
-                             "--state", str(state), "--vpcd", f"127.0.0.1:{pcscd.slot_port(slot)}",
-                             "--control-port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    assert proc.stdout.readline().startswith("READY control=")
-    return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def opensc(pcscd, argv: list[str], driver: str | None) -> subprocess.CompletedProcess:
@@ -76,19 +60,23 @@ def wait_listed(pcscd, reader_index: int) -> None:
 @pytest.fixture(scope="module")
 def standard_card(pcscd, card_deck, tmp_path_factory):
     persona = Persona.load(card_deck / "personas" / "p001.toml")
-    proc = serve(pcscd, persona, tmp_path_factory.mktemp("opensc") / "p001.json", 0)
-    wait_listed(pcscd, 0)
-    yield persona
-    stop(proc)
+    card = CardProcess(persona, tmp_path_factory.mktemp("opensc") / "p001.json", pcscd.slot_port(0))
+    try:
+        wait_listed(pcscd, 0)
+        yield persona
+    finally:
+        card.stop()
 
 
 @pytest.fixture(scope="module")
 def face_auth_card(pcscd, card_deck, tmp_path_factory):
     persona = Persona.load(card_deck / "personas" / "p002.toml")
-    proc = serve(pcscd, persona, tmp_path_factory.mktemp("opensc") / "p002.json", 1)
-    wait_listed(pcscd, 1)
-    yield persona
-    stop(proc)
+    card = CardProcess(persona, tmp_path_factory.mktemp("opensc") / "p002.json", pcscd.slot_port(1))
+    try:
+        wait_listed(pcscd, 1)
+        yield persona
+    finally:
+        card.stop()
 
 
 def auth_slot(pcscd, reader_index: int) -> str:
