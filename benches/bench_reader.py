@@ -28,16 +28,14 @@ WAIT_S = 20.0
 
 @pytest.fixture(scope="module")
 def station(tmp_path_factory):
-    from sim.station import StationError, sim_down, sim_up
+    from sim.station import StationError, running_station
 
     state = tmp_path_factory.mktemp("bench-station")
     try:
-        path = sim_up(state, private_pcscd=True, firmware="1.4.0")
+        with running_station(state, private_pcscd=True, firmware="1.4.0") as path:
+            yield tomllib.loads(path.read_text())
     except StationError as exc:
         pytest.fail(f"the simulated station did not start: {exc}")
-    cfg = tomllib.loads(path.read_text())
-    yield cfg
-    sim_down(state)
 
 
 @pytest.fixture(scope="module")

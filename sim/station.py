@@ -18,6 +18,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -166,6 +168,17 @@ def _place_demo_card(ctx: SimContext) -> None:
     card = next(c for c in ctx.station["cards"] if c.get("placer_slot") == slot)
     if not wait_powered(CardControl.from_address(card["control"])):
         log.warning("pcscd has not powered the placed deck card %s", card["id"])
+
+
+@contextmanager
+def running_station(state_dir: Path, **options) -> Iterator[Path]:
+    """``sim_up`` for as long as the block runs, then ``sim_down`` whatever happened in it;
+    yields the station file. For tests, benches and tools that hold a station for a while."""
+    path = sim_up(state_dir, **options)
+    try:
+        yield path
+    finally:
+        sim_down(state_dir)
 
 
 def _load_processes(state_dir: Path) -> list[dict]:

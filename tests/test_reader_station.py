@@ -25,17 +25,16 @@ WAIT_S = 20.0
 
 @pytest.fixture(scope="module")
 def station(tmp_path_factory):
-    from sim.station import STATION_FILE, StationError, sim_down, sim_up
+    from sim.station import STATION_FILE, StationError, running_station
 
     state = tmp_path_factory.mktemp("station")
     try:
-        path = sim_up(state, private_pcscd=True, firmware="1.4.0")
+        with running_station(state, private_pcscd=True, firmware="1.4.0") as path:
+            cfg = tomllib.loads(path.read_text())
+            cfg["_state"] = state
+            yield cfg
     except StationError as exc:
         pytest.fail(f"the simulated station did not start: {exc}")
-    cfg = tomllib.loads(path.read_text())
-    cfg["_state"] = state
-    yield cfg
-    sim_down(state)
     assert not (state / "processes.json").exists()
     assert (state / STATION_FILE).exists()
 

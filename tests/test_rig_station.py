@@ -13,7 +13,7 @@ from harness.config import load_station
 from harness.facedata import list_identities, resolve_faces
 from sim import camera_marker
 from sim.card.control import CardControl
-from sim.station import sim_down, sim_status, sim_up
+from sim.station import running_station, sim_status
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -21,11 +21,8 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(scope="module")
 def station(tmp_path_factory):
     state_dir = tmp_path_factory.mktemp("rig-station") / "sim"
-    path = sim_up(state_dir, private_pcscd=True)
-    try:
+    with running_station(state_dir, private_pcscd=True) as path:
         yield load_station(path)
-    finally:
-        sim_down(state_dir)
 
 
 def test_sim_up_runs_rig_and_camera_and_they_drive_the_station(station):
