@@ -265,13 +265,89 @@ def test_verify_parameter_errors(standard):
     assert run(standard, ef("000A"), verify("1234"))[1] == 0x6981
 
 
-def test_corrupt_state_file_is_set_aside(personas, materials, tmp_path):
+def _block_pin(card, p: Persona) -> None:
+    wrong = "1111" if p.pin != "1111" else "2222"
+    for _ in range(3):
+        run(card, JPKI, ef("0018"), verify(wrong))
+    assert run(card, JPKI, ef("0018"), verify(p.pin))[1] == 0x6984
+
+
+CORRUPT_STATES = [
+    ("not json", b"{not json"),
+    ("not utf-8", b"\xff\xfe{}"),
+    ("a list", b"[1, 2]"),
+    ("no version", b'{"tries": {"user_auth_pin": 0}}'),
+    ("tries not a table", b'{"version": 1, "tries": 3}'),
+    ("above the maximum", b'{"version": 1, "tries": {"user_auth_pin": 0, "assist_pin": 4}}'),
+    ("far above the maximum", b'{"version": 1, "tries": {"user_auth_pin": 999}}'),
+    ("negative", b'{"version": 1, "tries": {"user_auth_pin": -1}}'),
+    ("a string", b'{"version": 1, "tries": {"user_auth_pin": "3"}}'),
+    ("a boolean", b'{"version": 1, "tries": {"user_auth_pin": true}}'),
+    ("a float", b'{"version": 1, "tries": {"user_auth_pin": 2.5}}'),
+]
+
+
+@pytest.mark.parametrize("name,content", CORRUPT_STATES, ids=[c[0] for c in CORRUPT_STATES])
+def test_corrupt_state_file_fails_safe_and_is_set_aside(personas, materials, tmp_path, name, content):
+    """An untrustworthy state file blocks every counter; it never resets them to their issued values."""
+    p = personas["p001"]
     state = tmp_path / "state.json"
-    state.write_text("{not json")
-    card = build_card(personas["p001"], state, materials["p001"])
-    assert run(card, JPKI, ef("0018"), verify())[1] == 0x63C3
-    assert (tmp_path / "state.json.corrupt").exists()
-    assert json.loads(state.read_text())["tries"]["user_auth_pin"] == 3
+    card = build_card(p, state, materials["p001"])
+    _block_pin(card, p)
+    state.write_bytes(content)  # damaged on disk while the card was away
+    card = build_card(p, state, materials["p001"])
+    assert card.state.failed_safe
+    assert run(card, JPKI, ef("0018"), verify())[1] == 0x63C0
+    assert run(card, verify(p.pin))[1] == 0x6984, "a corrupt state file unblocked a blocked PIN"
+    assert run(card, ef("001B"), verify(p.signing_password))[1] == 0x6984
+    assert run(card, ASSIST, ef("0015"), verify(p.check_code_b))[1] == 0x6984
+    assert (tmp_path / "state.json.corrupt").read_bytes() == content
+    assert set(json.loads(state.read_text())["tries"].values()) == {0}
+    # and it stays blocked across a restart, until the lab re-issues the card
+    card = build_card(p, state, materials["p001"])
+    assert run(card, JPKI, ef("0018"), verify(p.pin))[1] == 0x6984
+    card.state.reissue()
+    assert run(card, JPKI, ef("0018"), verify(p.pin))[1] == 0x9000
+
+
+def test_a_valid_state_file_is_kept(personas, materials, tmp_path):
+    p = personas["p001"]
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"version": 1, "tries": {"user_auth_pin": 2, "retired_counter": 7}}))
+    card = build_card(p, state, materials["p001"])
+    assert not card.state.failed_safe and not (tmp_path / "state.json.corrupt").exists()
+    assert run(card, JPKI, ef("0018"), verify())[1] == 0x63C2
+    assert run(card, ef("001B"), verify())[1] == 0x63C5  # not in the file: as issued
+
+
+def test_counters_never_exceed_their_maximum_in_memory(standard):
+    with pytest.raises(ValueError, match="outside"):
+        standard.state.set("user_auth_pin", 4)
+    with pytest.raises(ValueError, match="outside"):
+        standard.state.set("user_auth_pin", -1)
+
+
+def test_state_save_syncs_the_folder_after_the_rename(personas, materials, tmp_path, monkeypatch):
+    """os.replace is durable only once the folder is fsynced: the last fsync of a save is the folder's."""
+    import os
+    import stat
+
+    from sim.card import state as state_mod
+
+    synced: list[tuple[bool, int]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.append((stat.S_ISDIR(st.st_mode), st.st_ino))
+        real_fsync(fd)
+
+    monkeypatch.setattr(state_mod.os, "fsync", recording_fsync)
+    card = build_card(personas["p001"], tmp_path / "state.json", materials["p001"])
+    synced.clear()
+    run(card, JPKI, ef("0018"), verify("9999" if personas["p001"].pin != "9999" else "8888"))
+    assert [d for d, _ in synced] == [False, True]
+    assert synced[-1][1] == tmp_path.stat().st_ino
 
 
 # ------------------------------------------------------------------ signatures

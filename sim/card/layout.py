@@ -111,6 +111,6 @@ def build_card(persona: Persona, state_path: Path | None = None, material: CardM
     """A CardOS for this persona; counters persist in ``state_path`` (memory only if None)."""
     material = material or load_material(persona)
     apps = [jpki_app(persona, material), text_assist_app(persona), card_surface_app(persona, material)]
-    state = CardState.load(state_path, persona.start_tries())
+    state = CardState.load(state_path, persona.start_tries(), COUNTERS)
     return CardOS(apps, state, CardConfig(blocked_sw=persona.blocked_sw), terminal_ca=material.terminal_ca,
                   auth_cert_der=der(material.auth_cert), clock=clock)
