@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import Station
+from harness.masked import masked_repr
 
 STANDARD = "standard"
 FACE_AUTH = "face-auth"
@@ -46,6 +47,9 @@ class DeckCard:
     holder: str | None = None  # subject id (face identity) of the card's holder
     disposable: bool = False  # may be PIN-locked by a scenario (the lab resets or replaces it)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __repr__(self) -> str:  # pytest carries reprs into records and reports: no PIN there
+        return masked_repr(self, {"pin"})
 
     @property
     def face_auth(self) -> bool:

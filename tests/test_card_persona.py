@@ -152,3 +152,25 @@ def test_sim_deck_command(tmp_path, card_deck):
     assert (out / "pki" / "revoked.txt").exists()
     bad = CliRunner().invoke(app, ["sim", "deck", "--dataset", str(tmp_path / "nope"), "--out", str(out)])
     assert bad.exit_code == 1 and "does not exist" in bad.output
+
+
+def test_reprs_never_show_a_card_secret(card_deck):
+    """pytest carries reprs into assertion messages, records and reports: secrets are masked."""
+    from harness.deck import DeckCard
+    from sim.card.issue import load_material
+    from sim.card.layout import build_card
+
+    p = Persona.load(card_deck / "personas" / "p001.toml")
+    secrets = [p.pin, p.signing_password, p.security_code, p.my_number, p.check_code_b]
+    text = repr(p) + str(p) + repr([p]) + repr({"persona": p})
+    assert "pin=***" in text and "signing_password=***" in text and "security_code=***" in text
+    assert p.id in text and "standard" in text  # still a useful repr
+    card = DeckCard(id="c1", profile="standard", slot=0, persona=p.source, pin=p.pin)
+    text += repr(card) + str([card])
+    assert "pin=***" in repr(card) and "c1" in repr(card)
+    assert "pin=None" in repr(DeckCard(id="c2", profile="face-auth", slot=1, persona=p.source))
+    os_card = build_card(p, None, load_material(p))
+    text += repr([ef for app in os_card.apps for ef in app.files.values() if hasattr(ef, "value")])
+    assert "value=***" in text
+    for secret in secrets:  # quoted as a repr shows it; long ones also bare (a 4-digit one may be a year)
+        assert repr(secret) not in text and (len(secret) < 6 or secret not in text), secret

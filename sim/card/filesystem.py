@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+from harness.masked import masked_repr
+
 TERMINAL = "terminal-authorization"
 
 
@@ -36,6 +38,9 @@ class SecretEF:
     value: str | None
     grants: str
     pattern: str  # the format the card accepts; anything else is 6A80 without spending a try
+
+    def __repr__(self) -> str:  # the secret's value never goes into a log or an assertion message
+        return masked_repr(self, {"value"})
 
     def well_formed(self, candidate: bytes) -> bool:
         try:

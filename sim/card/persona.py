@@ -43,6 +43,7 @@ from pathlib import Path
 
 import tomli_w
 
+from harness.masked import masked_repr
 from sim.card.numbers import check_code_b, era_yymmdd, is_valid_my_number
 
 PROFILES = ("standard", "face-auth")
@@ -89,6 +90,12 @@ class Persona:
     blocked_sw: int = 0x6984
     no_pin_probe: str = "locked"
     source: Path | None = None
+
+    # Credentials of the card: never in a repr (pytest carries reprs into records and reports).
+    SECRETS = frozenset({"pin", "signing_password", "security_code", "my_number"})
+
+    def __repr__(self) -> str:
+        return masked_repr(self, self.SECRETS)
 
     # ---------------------------------------------------------------- derived
     @property
