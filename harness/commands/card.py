@@ -294,10 +294,12 @@ def _read_one(name: str, secrets: Secrets, extended: bool, allow_last_try: bool,
     return out
 
 
-def _secret(value: str | None, label: str) -> str | None:
-    if value == "-":
-        return typer.prompt(label, hide_input=True)
-    return value
+def _secret(kind: str) -> str:
+    """A credential from its environment variable, else from a hidden prompt."""
+    value = os.environ.get(SECRET_ENV[kind])
+    if value:
+        return value
+    return typer.prompt(_LABELS[kind], hide_input=True)
 
 
 @app.command("readers")
@@ -321,23 +323,45 @@ def readers_cmd(station: Path = typer.Option(None, help="Station file: use its p
     console.print(table)
 
 
+# Credentials come from the environment or a hidden prompt, never from argv: the command line
+# is visible to every user in ps and stays in the shell history.
+SECRET_ENV = {"pin": "FACEHIL_CARD_PIN", "check_a": "FACEHIL_CARD_CHECK_A", "check_b": "FACEHIL_CARD_CHECK_B"}
+_LABELS = {"pin": "PIN", "check_a": "check code A", "check_b": "check code B"}
+
+
 @app.command("read")
 def read_cmd(
     reader: str = typer.Option(None, help="Reader name (or a unique part of it), or 'all'. "
                                           "Default: every reader with a card."),
-    pin: str = typer.Option(None, help="4-digit PIN ('-' to prompt). Never echoed."),
-    check_a: str = typer.Option(None, "--check-a", help="Check code A (12-digit My Number; '-' to prompt)."),
-    check_b: str = typer.Option(None, "--check-b", help="Check code B (14 digits; '-' to prompt)."),
+    pin: bool = typer.Option(False, "--pin", help=f"Present the 4-digit PIN: from ${SECRET_ENV['pin']}, "
+                                                  "else a hidden prompt. Never echoed."),
+    check_a: bool = typer.Option(False, "--check-a", help="Present check code A (12-digit My Number): from "
+                                                          f"${SECRET_ENV['check_a']}, else a hidden prompt."),
+    check_b: bool = typer.Option(False, "--check-b", help="Present check code B (14 digits): from "
+                                                          f"${SECRET_ENV['check_b']}, else a hidden prompt."),
     terminal: Path = typer.Option(None, help="Folder with terminal.pem/terminal.key: authorize the user-auth "
                                              "key of a face-auth card as this terminal."),
     allow_last_try: bool = typer.Option(False, "--allow-last-try", help="Present a credential even with 1 try left."),
     extended: bool = typer.Option(False, "--extended", help="Read EFs with extended-length APDUs."),
     station: Path = typer.Option(None, help="Station file: use its pcscd."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON (a list, one object per card)."),
+    stray: list[str] = typer.Argument(None, hidden=True, show_default=False),
 ) -> None:
-    """Read the My Number Card(s): profile, certificates, tries left, and what each credential opens."""
+    """Read the My Number Card(s): profile, certificates, tries left, and what each credential opens.
+
+    Credentials are never given on the command line (ps and the shell history show it): --pin,
+    --check-a and --check-b take theirs from FACEHIL_CARD_PIN, FACEHIL_CARD_CHECK_A and
+    FACEHIL_CARD_CHECK_B, or from a hidden prompt.
+    """
+    if stray:
+        # Not echoed: a stray argument is most likely a PIN typed after --pin.
+        err_console.print(f"[red]{len(stray)} unexpected argument(s) refused, not shown: a PIN or check code is "
+                          f"never given on the command line (ps and the shell history show it); use --pin with "
+                          f"${SECRET_ENV['pin']} or the prompt[/red]", soft_wrap=True)
+        raise typer.Exit(1)
     _use_station(station)
-    secrets = Secrets(_secret(pin, "PIN"), _secret(check_a, "check code A"), _secret(check_b, "check code B"))
+    wanted = {"pin": pin, "check_a": check_a, "check_b": check_b}
+    secrets = Secrets(**{k: _secret(k) if on else None for k, on in wanted.items()})
     term = None
     if terminal is not None:
         try:
