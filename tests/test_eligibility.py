@@ -135,6 +135,44 @@ def test_challenge_expiry(tmp_path, pki):
     assert svc.eligibility(req)["code"] == "challenge_expired"
 
 
+def _challenge_rows(svc: EligibilityService) -> int:
+    from sqlalchemy import func, select
+
+    from sim.eligibility.models import Challenge
+
+    with svc.sessions() as db:
+        return db.scalar(select(func.count()).select_from(Challenge))
+
+
+def test_challenges_are_capped_and_an_evicted_one_is_refused(tmp_path, pki):
+    """A flood of challenges keeps at most ``max_challenges``; the oldest is forgotten and refused
+    clearly; the newest still works."""
+    svc = EligibilityService(pki["dir"], f"sqlite:///{tmp_path / 'e.sqlite'}", max_challenges=5)
+    svc.seed_registration(pki["valid"])
+    first = signed(svc, pki["holder"], pki["valid"], consents=CONSENTS)
+    for _ in range(30):
+        svc.challenge({})
+    assert _challenge_rows(svc) == 5
+    refused = svc.eligibility(first)
+    assert (refused["ok"], refused["code"]) == (False, "challenge_unknown")
+    assert "oldest beyond 5 kept" in refused["message"]
+    assert svc.eligibility(signed(svc, pki["holder"], pki["valid"], consents=CONSENTS))["ok"]
+    assert _challenge_rows(svc) <= 5
+
+
+def test_expired_challenges_are_forgotten_and_refused(tmp_path, pki):
+    svc = EligibilityService(pki["dir"], f"sqlite:///{tmp_path / 'e.sqlite'}", challenge_ttl_s=1)
+    svc.seed_registration(pki["valid"])
+    old = signed(svc, pki["holder"], pki["valid"], consents=CONSENTS)
+    svc.challenge({})
+    time.sleep(1.1)
+    fresh = signed(svc, pki["holder"], pki["valid"], consents=CONSENTS)  # issuing prunes the expired two
+    assert _challenge_rows(svc) == 1
+    refused = svc.eligibility(old)
+    assert refused["code"] == "challenge_unknown" and "after its 1 s" in refused["message"]
+    assert svc.eligibility(fresh)["ok"]
+
+
 def test_not_registered(service, pki):
     r = service.eligibility(signed(service, pki["holder"], pki["valid2"], consents=CONSENTS))
     assert (r["ok"], r["code"]) == (False, "not_registered")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from sim.eligibility.models import Challenge, Registration, Transaction, make_engine, make_sessions, utcnow
 from sim.eligibility.verify import VALID, CertCheck, TrustStore, signature_ok
@@ -39,6 +39,9 @@ from sim.eligibility.verify import VALID, CertCheck, TrustStore, signature_ok
 log = logging.getLogger(__name__)
 
 CHALLENGE_TTL_S = 120
+# At most this many challenges are kept: a reader asks one per session, so 1,000 covers far more
+# sessions than fit in one TTL; beyond it the oldest go first (a flood cannot grow the table).
+MAX_CHALLENGES = 1000
 METHODS = ("face", "pin", "visual")
 CONSENT_CHOICES = {"surgery": ("consent", "decline"), "care": ("consent", "decline"),
                    "checkup": ("consent", "decline", "under40")}
@@ -73,11 +76,13 @@ def _str(d: dict, key: str, default: str | None = None) -> str:
 
 
 class EligibilityService:
-    def __init__(self, pki_dir: Path, db_url: str, challenge_ttl_s: int = CHALLENGE_TTL_S):
+    def __init__(self, pki_dir: Path, db_url: str, challenge_ttl_s: int = CHALLENGE_TTL_S,
+                 max_challenges: int = MAX_CHALLENGES):
         self.trust = TrustStore(pki_dir)
         self.engine = make_engine(db_url)
         self.sessions = make_sessions(self.engine)
         self.challenge_ttl_s = challenge_ttl_s
+        self.max_challenges = max_challenges
 
     # -- registrations ------------------------------------------------------------------------
     def _registration(self, db, check: CertCheck) -> Registration | None:
@@ -108,8 +113,17 @@ class EligibilityService:
     def challenge(self, req: dict) -> dict:
         cid, nonce = secrets.token_hex(16), secrets.token_bytes(32)
         with self.sessions.begin() as db:
+            self._prune_challenges(db)
             db.add(Challenge(id=cid, nonce=nonce))
         return {"id": cid, "nonce": base64.b64encode(nonce).decode(), "expires_s": self.challenge_ttl_s}
+
+    def _prune_challenges(self, db) -> None:
+        """Forget challenges past their TTL (they could only be refused as expired), then the oldest
+        beyond ``max_challenges - 1``, so the new one fits: the table stays bounded on a long run."""
+        cutoff = utcnow() - dt.timedelta(seconds=self.challenge_ttl_s)
+        db.execute(delete(Challenge).where(Challenge.issued_at < cutoff))
+        keep = select(Challenge.id).order_by(Challenge.issued_at.desc()).limit(max(0, self.max_challenges - 1))
+        db.execute(delete(Challenge).where(Challenge.id.not_in(keep.scalar_subquery())))
 
     def _prove(self, db, req: dict) -> tuple[CertCheck, Refusal | None]:
         """Check certificate, challenge and signature; the challenge is spent either way."""
@@ -118,7 +132,8 @@ class EligibilityService:
         check = self.trust.check(cert_der)
         ch = db.get(Challenge, cid)
         if ch is None:
-            return check, Refusal("challenge_unknown", "unknown challenge")
+            return check, Refusal("challenge_unknown", f"unknown challenge: never issued, or forgotten after its "
+                                  f"{self.challenge_ttl_s} s or as the oldest beyond {self.max_challenges} kept")
         if ch.used:
             return check, Refusal("challenge_used", "the challenge was already used")
         ch.used = True
