@@ -15,7 +15,8 @@ Station fixtures (the plugs of a scenario), markers and the station's life cycle
 - Markers: ``requires("card_placer", "power_relay", ...)`` skips, naming the missing device,
   on a station without it; ``flow(name)`` names the reader flow (selection and reports);
   ``health`` marks the station health check: once a health test fails, every later
-  non-health test is skipped; ``smoke`` marks the scenarios of the smoke suite.
+  non-health test is skipped; ``smoke`` marks the scenarios of the smoke suite;
+  ``clause("N10", ...)`` cites the notice's clauses a scenario checks (harness/clauses.py).
 
 Recording (``--db``/``--record``/``--suite``) and the ``measure`` fixture live in
 harness/recording.py.
@@ -91,6 +92,9 @@ def pytest_addoption(parser):
                     help="simulated station only: the reader firmware version to boot (default: the sim's)")
     group.addoption("--sim-state-dir", dest="facehil_sim_state_dir", action="store", default=None,
                     help="simulated station only: keep its state and logs in this folder (default: a temp folder, removed)")
+    from harness import clauses  # the clause(...) marker: traceability to the notice
+
+    clauses.addoption(parser)
 
 
 def pytest_configure(config):
@@ -99,8 +103,10 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "flow(name): the reader flow a scenario exercises")
     config.addinivalue_line("markers", "health: the station health check; a failure skips every later scenario")
     config.addinivalue_line("markers", "smoke: part of the smoke suite")
+    from harness import clauses
     from harness.recording import register  # the `measure` fixture, and run recording with --db/--record
 
+    clauses.register(config)  # clause(*ids) marker, checked at collection; ids into JUnit XML and records
     register(config)
     _configure_station(config)
 

@@ -163,9 +163,16 @@ class MeasurePlugin:
                     report.outcome = "failed"
                     report.longrepr = f"measurement(s) out of limits:\n{lines}"
         if report.when == "teardown":
+            from harness.clauses import ClauseError, item_clauses, record_params
+
+            try:
+                cited = list(item_clauses(item))
+            except ClauseError:  # already refused at collection; never lose the record over it
+                cited = []
             report.facehil = {
                 "flow": _flow(item),
-                "params": _params(item),
+                "clauses": cited,
+                "params": record_params(_params(item), cited),  # clause ids ride in params["@clauses"]
                 "measurements": [r.as_record() for r in m.results] if m else [],
                 "face_matches": [f.as_record() for f in m.face_matches] if m else [],
             }

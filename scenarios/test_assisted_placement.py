@@ -11,7 +11,7 @@ from drivers.reader import ReaderTimeout
 from drivers.rig import CardPose
 from scenarios.steps import FACE_TIMEOUT_S, await_event, await_screen, other_person, pick
 
-pytestmark = [pytest.mark.flow("assisted_placement"),
+pytestmark = [pytest.mark.flow("assisted_placement"), pytest.mark.clause("N9"),
               pytest.mark.requires("card_placer", "subject_display", "dut", "cards")]
 
 OUTSIDE_SETTLE_S = 2.5  # longer than a presence poll plus a read attempt
@@ -84,6 +84,7 @@ def test_carer_face_never_matched(cards, visit):
     assert auth.get("result") == "ok", f"the holder alone was not matched: {auth.fields}"
 
 
+@pytest.mark.clause("N1")
 def test_carer_alone_is_not_the_holder(cards, visit):
     """The carer operating the reader alone in the frame is refused."""
     v = visit(pick(cards, "face-auth"))

@@ -102,6 +102,7 @@ def test_reader_notices_card_removed_mid_flow(cards, visit):
     assert v.dut.wait_for_screen("idle", CARD_TIMEOUT_S).id == "idle"
 
 
+@pytest.mark.clause("N16")
 @pytest.mark.requires("subject_display")
 def test_card_left_on_reader_raises_alarm(cards, visit):
     """After the visit, a card left on the reader raises the take-your-card alarm."""

@@ -196,6 +196,7 @@ def _update(dut, image: Image, allow_downgrade: bool = False) -> None:
     _wait_booted(dut, sent_s)
 
 
+@pytest.mark.clause("N7")
 def test_update_enables_visual_registration(fw_dut, images, cards, visit):
     target = images.target()
     if fw_dut.info().version != target.version:

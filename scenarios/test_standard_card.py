@@ -20,12 +20,14 @@ def _wrong_pin(pin: str) -> str:
     return "".join(str((int(d) + 1) % 10) for d in pin)
 
 
+@pytest.mark.clause("N8", "N10")
 @pytest.mark.parametrize("condition", [pytest.param("nominal", marks=pytest.mark.smoke), "glasses"])
 def test_face_path(cards, visit, station, condition):
     require_face_data_for(station, condition)
     complete_visit(visit(pick(cards, STANDARD, registered=True)), method="face", condition=condition)
 
 
+@pytest.mark.clause("N10", "N11")
 @pytest.mark.smoke
 def test_pin_path(cards, visit):
     v = visit(pick(cards, STANDARD, registered=True))
@@ -38,6 +40,7 @@ def test_pin_path(cards, visit):
     assert v.finish().get("method") == "pin"
 
 
+@pytest.mark.clause("N18")
 def test_wrong_pin_then_right(cards, visit):
     """One wrong PIN costs one try; the right one then passes (and the card resets its counter)."""
     v = visit(pick(cards, STANDARD, registered=True))
@@ -50,6 +53,7 @@ def test_wrong_pin_then_right(cards, visit):
     assert right.get("result") == "ok", f"the right PIN was refused after one wrong one: {right.fields}"
 
 
+@pytest.mark.clause("N11", "N18")
 @pytest.mark.parametrize("digits", ["12", "12345", "abcd"])
 def test_malformed_pin_refused_without_spending_a_try(cards, visit, digits):
     v = visit(pick(cards, STANDARD, registered=True))
@@ -63,6 +67,7 @@ def test_malformed_pin_refused_without_spending_a_try(cards, visit, digits):
     assert right.get("result") == "ok", "the right PIN failed after a malformed entry"
 
 
+@pytest.mark.clause("N18")
 def test_lock_after_three_wrong_pins(cards, visit):
     """Three wrong PINs lock the card: the reader says so and refers the patient to the municipality.
     Uses a deck card marked `disposable` (its PIN stays locked until the lab resets it)."""
@@ -85,6 +90,7 @@ def test_lock_after_three_wrong_pins(cards, visit):
     v.take_card_back()
 
 
+@pytest.mark.clause("N18")
 @pytest.mark.requires("pcsc")
 def test_locked_card_goes_to_the_lock_screen(cards, visit, card_reader):
     """A card whose PIN is locked (as the card itself says over PC/SC) gets the lock screen, not PIN entry."""
@@ -102,6 +108,7 @@ def test_locked_card_goes_to_the_lock_screen(cards, visit, card_reader):
         v.dut.enter_pin(v.card.pin)
 
 
+@pytest.mark.clause("N10")
 def test_failed_face_falls_back_to_pin(cards, visit):
     """Someone else's face is refused (after the reader's retries); a standard card then offers the PIN."""
     v = visit(pick(cards, STANDARD, registered=True))

@@ -25,6 +25,8 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 FLOWS = ["face_auth_card", "standard_card", "visual_fallback", "card_io"]
+# the clauses each flow's scenarios cite (params["@clauses"], as harness.recording stores them)
+FLOW_CLAUSES = {"face_auth_card": ["N1", "N10"], "visual_fallback": ["N12"], "card_io": ["N16"]}
 
 
 def _record_run(store: RecordStore, rng: np.random.Generator, *, suite="nightly", latency_ms=(900.0, 120.0),
@@ -58,7 +60,7 @@ def _record_run(store: RecordStore, rng: np.random.Generator, *, suite="nightly"
                 outcome, longrepr = "skipped", "station has no card placer"
             store.record_scenario(run_id, ScenarioResult(
                 nodeid=f"scenarios/test_{flow}.py::test_case[{i}]", outcome=outcome, flow=flow,
-                params={"i": i}, duration_ms=float(rng.uniform(200, 2500)), started_at=t0, ended_at=t0,
+                params={"i": i, **({"@clauses": FLOW_CLAUSES[flow]} if flow in FLOW_CLAUSES else {})}, duration_ms=float(rng.uniform(200, 2500)), started_at=t0, ended_at=t0,
                 longrepr=longrepr, measurements=[r.as_record() for r in m.results],
                 face_matches=[f.as_record() for f in m.face_matches]))
     store.finish_run(run_id, "failed" if fail_one else "passed", 1 if fail_one else 0)
@@ -112,6 +114,23 @@ def test_run_report_is_self_contained_and_complete(populated):
         img = Image.open(io.BytesIO(png))
         assert img.format == "PNG" and img.width > 300 and img.height > 80
         assert "Software" not in img.info  # no tool URL hidden in the metadata
+
+
+def test_conformance_matrix_in_the_run_report(populated):
+    url, ids = populated
+    with RecordStore(url) as store:
+        html = render_run_report(store, ids[-1])
+    section = html.split('id="clauses"')[1].split("</section>")[0]
+    rows = dict(re.findall(r'data-clause="(N\d+)" data-status="([^"]+)"', section))
+    assert len(rows) == 20
+    # N12: one visual-fallback scenario failed; N16: five passed and one skipped; N2: nobody cites it
+    assert rows["N12"] == "fail" and rows["N16"] == "pass" and rows["N10"] == "pass" and rows["N2"] == "untested"
+    assert "「本人確認の方法を選んでください。」" in section  # the notice's own wording
+    n13 = section.split('id="clause-N13"')[1].split("</tr>")[0]
+    assert "Outside a reader&#39;s reach" in n13
+    assert "Reader clauses no scenario of this run cites: N2, N3, N4, N5" in section
+    n12 = section.split('id="clause-N12"')[1].split("</tr>")[0]
+    assert n12.count("scenarios/test_visual_fallback.py::test_case[") == 6
 
 
 def test_the_failed_measurement_sorts_first_and_limits_are_shown(populated):
@@ -294,6 +313,8 @@ def _chromium_page_check(html_path: Path, screenshot: Path) -> dict:
                 status: (document.querySelector('#run-status, #trend-status') || {}).textContent,
                 flows: document.querySelectorAll('.flow-row').length,
                 measurements: document.querySelectorAll('.meas').length,
+                clauses: [...document.querySelectorAll('.clause-row')].map(r => [r.dataset.clause, r.dataset.status]),
+                cjk_font: document.fonts.check('16px "Noto Sans CJK JP"', '本人確認'),
                 width: document.documentElement.scrollWidth,
             })""")
             page.screenshot(path=str(screenshot), full_page=True)
@@ -324,9 +345,15 @@ def test_run_report_in_headless_chromium(populated, tmp_path):
     assert facts["status"] == "FAILED"
     assert facts["images"] == 8 and facts["broken"] == 0
     assert facts["flows"] == len(FLOWS) and facts["measurements"] == 6
-    assert facts["sections"][:3] == ["Run", "Results per flow", "Measurements against limits"]
+    assert facts["sections"][:4] == ["Run", "Conformance to the notice, clause by clause", "Results per flow",
+                                     "Measurements against limits"]
     assert {"Latency distributions", "Face-match scores", "Failures", "All scenarios"} <= set(facts["sections"])
     assert facts["width"] <= 1280  # nothing overflows sideways
+    clauses = dict(facts["clauses"])
+    assert list(clauses) == [f"N{i}" for i in range(1, 21)]
+    assert clauses["N1"] == clauses["N10"] == clauses["N16"] == "pass" and clauses["N12"] == "fail"
+    assert clauses["N3"] == clauses["N13"] == "untested"
+    assert facts["cjk_font"], "no Japanese font for the clause texts (Debian fonts-noto-cjk)"
     img = Image.open(shot)
     assert img.width == 1280 and img.height > 2000
     _keep(shot)

@@ -1,4 +1,4 @@
-"""`facehil report html|trend|runs|mark-stale`: reports from the records database."""
+"""`facehil report html|trend|runs|clauses|mark-stale`: reports from the records database."""
 
 from __future__ import annotations
 
@@ -85,6 +85,39 @@ def runs(db: str = typer.Option(None, "--db", help=DB_HELP),
                       r.started_at.strftime("%Y-%m-%d %H:%M:%S"), r.station_name or "-", r.reader_firmware or "-",
                       ", ".join(f"{n} {o}" for o, n in sorted(c.items())))
     Console().print(table)
+
+
+@app.command("clauses")
+def clauses(db: str = typer.Option(None, "--db", help=DB_HELP),
+            run: int = typer.Option(None, "--run", help="Run id (default: the newest run)."),
+            width: int = typer.Option(None, "--width", min=60, help="Table width (default: the terminal's).")) -> None:
+    """The conformance matrix of one run: each notice clause, its scenarios and its status.
+
+    Exits 1 when a clause failed."""
+    from rich.markup import escape  # node ids carry [param] brackets
+
+    from harness.clauses import FAIL, ClauseError, matrix_from_records
+
+    with _open(db) as store:
+        try:
+            run_id = run if run is not None else store.latest_run_id()
+            if run_id is None:
+                raise RecordsError("the records database holds no runs yet")
+            data = store.load_run(run_id)
+            matrix = matrix_from_records(data.scenarios)
+        except (RecordsError, ClauseError) as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(1)
+    colour = {"pass": "green", "fail": "red", "not run": "yellow", "untested": "magenta"}
+    table = Table("clause", "the notice says", "scenarios", "status",
+                  title=f"run {data.run.id} · {data.run.suite} · {data.run.status}: conformance to the notice")
+    for r in matrix:
+        text = escape(r.clause.text) + (f"\n[i]{escape(r.clause.why)}[/i]" if r.clause.why else "")
+        cites = "\n".join(escape(f"{s.outcome or 'not run'}  {s.nodeid}") for s in r.scenarios) or "-"
+        table.add_row(r.clause.id, text, cites, f"[{colour[r.status]}]{r.status}[/]")
+    Console(width=width).print(table)
+    if any(r.status == FAIL for r in matrix):
+        raise typer.Exit(1)
 
 
 @app.command("mark-stale")

@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 
+from harness.clauses import matrix_from_records, uncovered_reader_clauses
 from harness.measure import Limit, MeasurementError, RateLimit
 from harness.records import RecordsError, RecordStore, RunData
 from harness.report import figures
@@ -171,13 +172,21 @@ def run_context(data: RunData) -> dict[str, Any]:
 
     duration_ms = (run.ended_at - run.started_at).total_seconds() * 1000 if run.ended_at else None
     failed = [s for s in data.scenarios if s.outcome in ("failed", "error")]
+    clause_rows = clause_matrix(data)
     return {
         "run": run, "duration_ms": duration_ms, "counts": counts, "total": len(data.scenarios),
         "mcounts": mcounts, "n_measurements": len(data.measurements), "flows": flow_rows,
         "measurements": measurement_groups, "latency_figure": latency_fig,
         "latency_names": list(latency), "scores": scores, "failed": failed, "scenarios": data.scenarios,
         "outcome_order": OUTCOME_ORDER, "generator": _generator(), "generated_at": datetime.now(timezone.utc),
+        "clauses": clause_rows, "clause_counts": Counter(r.status for r in clause_rows),
+        "uncovered_reader_clauses": uncovered_reader_clauses(clause_rows),
     }
+
+
+def clause_matrix(data: RunData) -> list:
+    """The conformance matrix of a run: one row per notice clause (harness.clauses)."""
+    return matrix_from_records(data.scenarios)
 
 
 def render_run_report(store: RecordStore, run_id: int | None = None) -> str:
