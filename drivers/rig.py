@@ -240,7 +240,7 @@ class Rig(Protocol):
     def show_subject(self, subject_id: str, condition: str = "nominal", image: int | None = None,
                      carer: str | None = None) -> None: ...
     def show_no_face(self) -> None: ...
-    def show_attack(self, subject_id: str, image: int | None = None) -> None: ...
+    def show_attack(self, subject_id: str, image: int | None = None, species: str | None = None) -> None: ...
     def blank_display(self) -> None: ...
     def reset(self) -> None: ...
     def status(self) -> RigStatus: ...
@@ -544,11 +544,14 @@ class RigController:
     def show_no_face(self) -> None:
         self.command("SHOW NOFACE")
 
-    def show_attack(self, subject_id: str, image: int | None = None) -> None:
-        """Present a printed photo of the subject's card photo (a presentation attack)."""
+    def show_attack(self, subject_id: str, image: int | None = None, species: str | None = None) -> None:
+        """Present the subject's card photo as an attack: a printed photo (default ``species``), or
+        another attack species the display can render (``screen``, ``cutout``)."""
         cmd = f"SHOW ATTACK id={_ident(subject_id)}"
         if image is not None:
             cmd += f" image={int(image)}"
+        if species is not None:
+            cmd += f" species={_ident(species)}"
         self.command(cmd)
 
     def blank_display(self) -> None:

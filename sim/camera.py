@@ -70,7 +70,7 @@ class Presenter:
     def set_display(self, payload: dict) -> Display:
         d = Display(mode=str(payload.get("mode", "")), subject=_opt_str(payload.get("id")),
                     condition=str(payload.get("condition") or "nominal"), image=_opt_int(payload.get("image"), "image"),
-                    carer=_opt_str(payload.get("carer")))
+                    carer=_opt_str(payload.get("carer")), species=str(payload.get("species") or "print"))
         if d.mode in ("noface", "blank"):
             d = Display(mode=d.mode)
         self.renderer.validate(d)

@@ -17,6 +17,7 @@ import numpy as np
 from harness.biometrics import conditions
 from harness.biometrics.conditions import Box
 from harness.facedata import Identity
+from sim import attacks
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class Display:
     condition: str = "nominal"
     image: int | None = None  # index into the identity's photos
     carer: str | None = None
+    species: str = "print"  # attack instrument (sim/attacks.py SPECIES), mode attack only
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class SceneRenderer:
             if not d.subject:
                 raise SceneError(f"mode {d.mode} needs an id")
             self.photo_path(d.subject, d.image, for_attack=d.mode == "attack")
+        if d.mode == "attack" and d.species not in attacks.SPECIES:
+            raise SceneError(f"species must be one of {', '.join(attacks.SPECIES)}")
         if d.condition not in CONDITIONS:
             raise SceneError(f"condition must be one of {', '.join(CONDITIONS)}")
         if d.carer is not None:
@@ -115,8 +119,10 @@ class SceneRenderer:
                 self._paste_face(scene, fg, self.photo_path(d.carer, None, False), centre=(505, 270), size_px=230)
             box = self._paste_face(scene, fg, self.photo_path(d.subject, d.image, False), centre=(300, 250),
                                    size_px=330)
-        elif d.mode == "attack":
+        elif d.mode == "attack" and d.species == "print":
             box = self._paste_print(scene, fg, self.photo_path(d.subject, d.image, True))
+        elif d.mode == "attack":
+            box = self._paste_instrument(scene, fg, self.photo_path(d.subject, d.image, True), d)
         out = _light(scene, fg, light)
         if d.condition != "nominal" and d.mode != "noface":
             out = apply_condition(out, d.condition, seed=_seed(d), face_box=box)
@@ -168,6 +174,18 @@ class SceneRenderer:
         return _photo_face_box(w, h, centre[0] - pw / 2 + border, centre[1] - ph / 2 + border, scale)
 
 
+    def _paste_instrument(self, scene: np.ndarray, fg: np.ndarray, path: Path, d: Display) -> Box:
+        """An attack instrument of sim/attacks.py (phone screen, cut-out print) held before the camera."""
+        photo = self._load(path)
+        sprite = attacks.screen_replay(photo, seed=_seed(d)) if d.species == "screen" else attacks.cutout(photo)
+        sh, sw = sprite.image.shape[:2]
+        centre = (WIDTH_PX // 2, HEIGHT_PX // 2 + 5)
+        _blend(scene, fg, sprite.image, sprite.alpha, centre)
+        ox, oy = sprite.photo_origin
+        h, w = photo.shape[:2]
+        return _photo_face_box(w, h, centre[0] - sw // 2 + ox, centre[1] - sh // 2 + oy, sprite.photo_scale)
+
+
 def _blend(scene: np.ndarray, fg: np.ndarray, img: np.ndarray, alpha: np.ndarray, centre: tuple[int, int]) -> None:
     h, w = img.shape[:2]
     x0, y0 = centre[0] - w // 2, centre[1] - h // 2
@@ -198,4 +216,6 @@ def _light(scene: np.ndarray, fg: np.ndarray, light: Light) -> np.ndarray:
 
 def _seed(d: Display) -> int:
     key = f"{d.mode}|{d.subject}|{d.image}|{d.condition}|{d.carer}".encode()
+    if d.mode == "attack" and d.species != "print":  # prints keep the seeds they always had
+        key += f"|{d.species}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "big")

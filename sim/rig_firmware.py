@@ -229,9 +229,9 @@ class RigFirmware:
             payload = {"mode": "subject", "id": subject, "condition": condition,
                        "image": _int(req, "image", None, 0, 9999), "carer": _ident(req, "carer")}
         elif what == "ATTACK":
-            _only(req, words=1, keys=("id", "image"))
+            _only(req, words=1, keys=("id", "image", "species"))
             payload = {"mode": "attack", "id": _ident(req, "id", required=True),
-                       "image": _int(req, "image", None, 0, 9999)}
+                       "image": _int(req, "image", None, 0, 9999), "species": _ident(req, "species") or "print"}
         elif what in ("NOFACE", "BLANK"):
             _only(req, words=1, keys=())
             payload = {"mode": what.lower()}

@@ -88,6 +88,7 @@ class ReaderDevice:
         self.boot_slot = ""
         self._snapshot: dict[str, Any] = {}
         self._faults = options.faults
+        getattr(hardware, "set_faults", lambda f: None)(options.faults)  # faults of the face hardware
         self.boot_error: str | None = None
 
     # -- faults (a property of the device build, switchable for scenario suites) -----------------
@@ -97,6 +98,7 @@ class ReaderDevice:
 
     def set_faults(self, faults: Faults) -> None:
         self._faults = faults
+        getattr(self.hardware, "set_faults", lambda f: None)(faults)
         if self.flow is not None:
             self.flow.faults = faults
         if self.slots is not None:

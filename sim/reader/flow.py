@@ -67,6 +67,9 @@ class Faults:
     no_card_alarm: bool = False  # never raises the card-left alarm
     visual_registration_without_feature: bool = False  # registers after a visual check on 1.4.0
     skip_pad: bool = False  # claims presentation-attack detection but never runs it
+    loose_threshold: bool = False  # face-match threshold 0.12 lower: accepts more impostors (sim/reader/hw.py)
+    strict_threshold: bool = False  # face-match threshold 0.12 higher: rejects more holders (sim/reader/hw.py)
+    pass_screen_replay: bool = False  # PAD lets a phone-screen replay through (sim/reader/pad.py)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

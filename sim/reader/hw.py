@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -228,13 +229,33 @@ def load_terminal_credentials(pki_dir: Path) -> dict[str, Any]:
 
 # -- face -------------------------------------------------------------------------------------
 
+THRESHOLD_FAULT_SHIFT = 0.12  # loose_threshold / strict_threshold move the accept threshold this far
+
+
+@dataclass
+class FaceFaults:
+    """What the faulty-reader options change in the face hardware (set by the device)."""
+
+    threshold_shift: float = 0.0
+    pad_lets_through: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, faults: Any) -> "FaceFaults":
+        shift = (-THRESHOLD_FAULT_SHIFT if getattr(faults, "loose_threshold", False) else 0.0) + \
+                (THRESHOLD_FAULT_SHIFT if getattr(faults, "strict_threshold", False) else 0.0)
+        through = frozenset({"screen"}) if getattr(faults, "pass_screen_replay", False) else frozenset()
+        return cls(shift, through)
+
+
 class CameraFacePort:
     """One attempt = the newest frame from the camera, matched against the card photo."""
 
-    def __init__(self, camera: Any, matcher: Any, frame_timeout_s: float = 2.0):
+    def __init__(self, camera: Any, matcher: Any, frame_timeout_s: float = 2.0,
+                 faults: Callable[[], FaceFaults] = FaceFaults):
         self.camera = camera
         self.matcher = matcher
         self.frame_timeout_s = frame_timeout_s
+        self.faults = faults
 
     def enroll(self, photo: bytes) -> Any:
         enrollment = self.matcher.enroll(photo)
@@ -250,12 +271,16 @@ class CameraFacePort:
         except CameraError as exc:
             return FaceObservation(camera_ok=False, face_count=0, reason=str(exc) or type(exc).__name__)
         result = self.matcher.verify(enrollment, frame.image)
+        faults = self.faults()
+        accepted = bool(result.accepted)
+        if faults.threshold_shift and result.score is not None:
+            accepted = result.score >= self.matcher.threshold + faults.threshold_shift
         attack = False
         if detect_attack and result.face_count >= 1 and result.box is not None:
-            from sim.reader.pad import detect_print
+            from sim.reader.pad import detect_attack as pad
 
-            attack = detect_print(frame.image, result.box).attack
-        return FaceObservation(camera_ok=True, face_count=result.face_count, accepted=bool(result.accepted),
+            attack = pad(frame.image, result.box, faults.pad_lets_through).attack
+        return FaceObservation(camera_ok=True, face_count=result.face_count, accepted=accepted,
                                score=result.score, attack=attack, reason=result.reason)
 
 
@@ -379,6 +404,10 @@ class RealHardware:
         self._card: PcscCardPort | None = None
         self._camera: _LazyCamera | None = None
         self._watch: CardWatch | None = None
+        self.face_faults = FaceFaults()
+
+    def set_faults(self, faults: Any) -> None:
+        self.face_faults = FaceFaults.of(faults)
 
     def matcher(self) -> Any:
         with self._matcher_lock:
@@ -397,7 +426,7 @@ class RealHardware:
         self._watch = CardWatch(self.pcsc_readers, submit)
         self._card = PcscCardPort(self._watch.connect, self.ocr, terminal)
         self._camera = _LazyCamera(self.camera_url)
-        face = CameraFacePort(self._camera, self.matcher())
+        face = CameraFacePort(self._camera, self.matcher(), faults=lambda: self.face_faults)
         eligibility = EligibilityClient(self.eligibility_url, reader_id=self.reader_id)
         self._watch.start()
         return Ports(card=self._card, face=face, eligibility=eligibility, clock=SystemClock())
