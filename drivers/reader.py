@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 import urllib.parse
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -35,6 +36,12 @@ PROTOCOL_VERSION = 1
 MAX_LINE_BYTES = 8192  # a longer line is garbage: dropped up to the next LF
 MAX_CHUNK_BYTES = 4096  # firmware bytes per FW CHUNK (base64 keeps the line under MAX_LINE_BYTES)
 SEQ_MAX = 65535
+# A long-lived driver keeps a bounded memory (issue 10): the history holds the newest events only
+# (a scenario's visit is a few dozen; clear_events() between tests empties it anyway), and the
+# duplicate filter remembers the newest event numbers, 4x the reference reader's replay ring (a
+# replay never reaches further back than the device's ring).
+HISTORY_MAX_EVENTS = 10_000
+SEEN_EVSEQ_WINDOW = 4096
 ENTRY_POINT_GROUP = "facehil.reader_adapters"
 _SAFE = "-._~,:/+=@!*"  # left as is by quote(); everything else (space, %, non-ASCII) is %XX
 
@@ -310,15 +317,18 @@ class LineProtocolReader:
         self._seq = 0
         self._pending_seq: int | None = None
         self._reply: ParsedLine | None = None
-        self._history: list[ReaderEvent] = []
-        self._cursor = 0
+        self._history: deque[ReaderEvent] = deque(maxlen=HISTORY_MAX_EVENTS)
+        self._history_base = 0  # absolute number of _history[0]: events are numbered since open
+        self._cursor = 0  # absolute number of the next event next_event() returns
+        self._last_screen = "?"
         self._last_evseq: int | None = None
-        self._seen_evseqs: set[int] = set()
+        self._seen_evseqs = _SeqWindow(SEEN_EVSEQ_WINDOW)
         self._boot_id: str | None = None
         self._needs_handshake = True
         self._write_lock = threading.Lock()
         self.garbage_lines = 0
         self.lost_events = 0
+        self.evicted_unread_events = 0  # fell out of the bounded history before next_event() saw them
         self.hello: dict[str, str] = {}
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -448,8 +458,8 @@ class LineProtocolReader:
                     self.lost_events += msg.seq - self._last_evseq - 1
                 self._last_evseq = max(msg.seq, self._last_evseq or 0)
                 self._seen_evseqs.add(msg.seq)
-                self._history.append(ReaderEvent(seq=msg.seq, kind=msg.event, reader_ms=msg.t_ms,
-                                                 host_monotonic_s=arrived_s, fields=msg.fields))
+                self._append(ReaderEvent(seq=msg.seq, kind=msg.event, reader_ms=msg.t_ms,
+                                         host_monotonic_s=arrived_s, fields=msg.fields))
             elif msg.seq is not None and msg.seq == self._pending_seq:
                 self._reply = msg
             elif msg.kind == "NAK" and msg.seq is None and self._pending_seq is not None:
@@ -458,6 +468,20 @@ class LineProtocolReader:
                 log.debug("reader port %s: stale reply %r", self.url, line[:80])
                 return
             self._cond.notify_all()
+
+    def _append(self, ev: ReaderEvent) -> None:
+        """Keep ``ev`` (under ``_cond``); the oldest event falls out once the history is full."""
+        if len(self._history) == self._history.maxlen:
+            self._history_base += 1
+            if self._cursor < self._history_base:
+                self._cursor = self._history_base
+                self.evicted_unread_events += 1
+                if self.evicted_unread_events == 1:
+                    log.warning("reader port %s: more than %d events unread; the oldest are dropped",
+                                self.url, self._history.maxlen)
+        self._history.append(ev)
+        if ev.kind == "screen":
+            self._last_screen = ev.fields.get("id", "?")
 
     # -- commands -----------------------------------------------------------------------------
     def _next_seq(self) -> int:
@@ -542,12 +566,12 @@ class LineProtocolReader:
     def next_event(self, timeout_s: float) -> ReaderEvent:
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while self._cursor >= len(self._history):
+            while self._cursor >= self._history_base + len(self._history):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise ReaderTimeout(f"no event from reader at {self.url} within {timeout_s:.1f} s")
                 self._cond.wait(left)
-            ev = self._history[self._cursor]
+            ev = self._history[self._cursor - self._history_base]
             self._cursor += 1
             return ev
 
@@ -579,7 +603,7 @@ class LineProtocolReader:
         """Wait until the reader shows ``screen_id`` (already shown counts)."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            pending = self._history[self._cursor:]
+            pending = list(self._history)[self._cursor - self._history_base:]
         if not any(e.kind == "screen" for e in pending):
             now = self.screen()
             if now.id == screen_id:
@@ -593,18 +617,19 @@ class LineProtocolReader:
 
     def _last_screen_id(self) -> str:
         with self._cond:
-            for ev in reversed(self._history):
-                if ev.kind == "screen":
-                    return ev.fields.get("id", "?")
-        return "?"
+            return self._last_screen
 
     def history(self) -> list[ReaderEvent]:
+        """The events since open() or the last clear_events(), at most HISTORY_MAX_EVENTS (the newest)."""
         with self._cond:
             return list(self._history)
 
     def clear_events(self) -> None:
+        """Consume and forget every event received so far (the plugin does it before each test)."""
         with self._cond:
-            self._cursor = len(self._history)
+            self._history_base += len(self._history)
+            self._history.clear()
+            self._cursor = self._history_base
 
     # -- patient and staff actions ------------------------------------------------------------
     def press(self, button_id: str) -> None:
@@ -691,6 +716,29 @@ class LineProtocolReader:
     def replay_events(self, from_seq: int) -> int:
         """Ask the reader to resend buffered events from ``from_seq`` (after a lost link)."""
         return int(self._send("EVENTS", from_seq).get("count", 0))
+
+
+class _SeqWindow:
+    """A set of the ``size`` most recently added event numbers (insertion order evicts)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._seqs: OrderedDict[int, None] = OrderedDict()
+
+    def __contains__(self, seq: int) -> bool:
+        return seq in self._seqs
+
+    def __len__(self) -> int:
+        return len(self._seqs)
+
+    def add(self, seq: int) -> None:
+        self._seqs[seq] = None
+        self._seqs.move_to_end(seq)
+        while len(self._seqs) > self.size:
+            self._seqs.popitem(last=False)
+
+    def clear(self) -> None:
+        self._seqs.clear()
 
 
 def _screen_from_fields(f: dict[str, str]) -> ScreenState:

@@ -96,10 +96,15 @@ def test_refusals_come_back_as_naks(tmp_path, fwdir):
     sim, hw = make_reader(tmp_path, fwdir, card=CardData(FACE_AUTH, b"c", None, b"p"))
     with LineProtocolReader(sim.url) as dut:
         hw.insert()
-        assert dut.wait_for_screen("method_select", WAIT_S).buttons == ("face", "end")
+        shown = dut.wait_for_screen("method_select", WAIT_S)
+        assert shown.buttons == ("face", "end")
+        # msg: the notice's Japanese (percent-encoded UTF-8 on the ASCII line); msg_en: the English
+        assert shown.message.startswith("本人確認の方法を選んでください。") and shown.fields["msg_en"].startswith("Choose")
+        assert shown.fields["labels"] == "顔認証を行う,終了する"
         with pytest.raises(ReaderNak) as err:
             dut.enter_pin("1234")
-        assert err.value.code == "PIN_UNAVAILABLE" and "face-authentication card" in err.value.message
+        assert err.value.code == "PIN_UNAVAILABLE" and "顔認証" in err.value.message
+        assert "face-authentication card" in err.value.fields["msg_en"]
         with pytest.raises(ReaderNak) as err:
             dut.press("pin")
         assert err.value.code == "PIN_UNAVAILABLE"
@@ -362,3 +367,108 @@ def test_a_reader_of_another_protocol_is_refused_clearly():
         dut.close()
         t.join(timeout=2)
     srv.close()
+
+
+# -- bounded memory of a long-lived driver (issue 10 §5) -----------------------------------------
+
+class ScriptedDevice:
+    """A device on a real TCP port (the project's line port) that ACKs every command and sends the
+    lines a test gives it: the driver's side of the link is what is under test. TCP, not a pty:
+    a pty drops what the host has not read yet, and these tests send thousands of lines at once."""
+
+    def __init__(self, transport: str = "socket") -> None:
+        import threading
+
+        self.port = SocketTransport() if transport == "socket" else PtyTransport()
+        self.port_thread = threading.Thread(target=self.port.serve, args=(self._on_line,), daemon=True)
+        self.port_thread.start()
+        self.url = self.port.url()
+
+    def _on_line(self, raw: bytes) -> list[str]:
+        tokens = raw.decode("ascii", "replace").split()
+        if len(tokens) >= 2 and tokens[0].isdigit():
+            extra = " proto=1" if tokens[1] == "HELLO" else ""
+            return [f"ACK {tokens[0]}{extra}"]
+        return []
+
+    def send(self, data: bytes) -> None:
+        self.port.send_bytes(data)
+
+    def events(self, seqs, boot_id: str = "b1") -> None:
+        """EVT lines for ``seqs``; event 1 is a boot."""
+        lines = [f"EVT {s} {s} boot boot_id={boot_id}" if s == 1 else f"EVT {s} {s} tick n={s}" for s in seqs]
+        self.send("".join(line + "\n" for line in lines).encode())
+
+    def close(self) -> None:
+        self.port.stop()
+        self.port_thread.join(timeout=2)
+        self.port.close()
+
+
+def _settle(dut: LineProtocolReader, last_seq: int, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while dut._last_evseq != last_seq:
+        assert time.monotonic() < deadline, f"driver reached event {dut._last_evseq}, not {last_seq}"
+        time.sleep(0.01)
+
+
+SMALL_HISTORY, SMALL_WINDOW = 200, 100
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """The driver with small bounds (the mechanism is the same at the documented sizes, which the
+    tests check too; the driver reads a TCP link byte by byte, so 10,000 events would take seconds)."""
+    import drivers.reader as reader_mod
+
+    assert LineProtocolReader("unused")._history.maxlen == reader_mod.HISTORY_MAX_EVENTS == 10_000
+    assert LineProtocolReader("unused")._seen_evseqs.size == reader_mod.SEEN_EVSEQ_WINDOW == 4096
+    monkeypatch.setattr(reader_mod, "HISTORY_MAX_EVENTS", SMALL_HISTORY)
+    monkeypatch.setattr(reader_mod, "SEEN_EVSEQ_WINDOW", SMALL_WINDOW)
+    dev = ScriptedDevice()
+    dut = LineProtocolReader(dev.url, timeout_s=2.0, connect_timeout_s=5.0)
+    dut.open()
+    yield dev, dut
+    dut.close()
+    dev.close()
+
+
+def test_history_is_bounded_and_next_event_follows_it(scripted):
+    """More events than the history holds: it keeps the newest HISTORY_MAX_EVENTS, next_event() and
+    wait_for_event() still see the newest ones, and clear_events() empties it."""
+    dev, dut = scripted
+    n = SMALL_HISTORY * 3 + 50
+    dev.events(range(1, n + 1))
+    _settle(dut, n)
+    hist = dut.history()
+    assert len(hist) == SMALL_HISTORY
+    assert [hist[0].seq, hist[-1].seq] == [n - SMALL_HISTORY + 1, n]
+    assert dut.evicted_unread_events == n - SMALL_HISTORY  # nobody consumed them: the oldest fell out, counted
+    assert dut.next_event(1.0).seq == n - SMALL_HISTORY + 1
+    assert dut.next_event(1.0).seq == n - SMALL_HISTORY + 2
+    dev.events([n + 1])
+    assert dut.wait_for_event("tick", 5.0, n=str(n + 1)).seq == n + 1
+    assert len(dut.history()) == SMALL_HISTORY
+    dut.clear_events()
+    assert dut.history() == []
+    dev.events([n + 2])
+    assert dut.next_event(5.0).seq == n + 2 and len(dut.history()) == 1
+
+
+def test_seen_event_numbers_are_bounded_and_duplicates_still_dropped(scripted):
+    """The duplicate filter remembers SEEN_EVSEQ_WINDOW numbers however long the run; a replay of
+    the newest events (as a device replays its ring) is still recognised and dropped."""
+    dev, dut = scripted
+    n = SMALL_WINDOW * 5
+    dev.events(range(1, n + 1))
+    _settle(dut, n)
+    assert len(dut._seen_evseqs) == SMALL_WINDOW
+    dut.clear_events()
+    dev.events(range(n - SMALL_WINDOW + 1, n + 1))  # a replay of the newest window
+    dev.events([n + 1])
+    _settle(dut, n + 1)
+    assert [e.seq for e in dut.history()] == [n + 1], "a replayed event was taken as new"
+    assert dut.lost_events == 0 and len(dut._seen_evseqs) == SMALL_WINDOW
+    dev.events([1, 2], boot_id="b2")  # a new boot still restarts the numbering
+    _settle(dut, 2)
+    assert [e.seq for e in dut.history()][-2:] == [1, 2]
