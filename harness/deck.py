@@ -61,6 +61,10 @@ class DeckCard:
             return None
         return day.year - b.year - ((day.month, day.day) < (b.month, b.day))
 
+    def turns40_on(self, day: dt.date) -> bool:
+        """Is ``day`` the day this card's holder reaches 40 (age 40 on it, 39 the day before)?"""
+        return self.age_on(day) == CHECKUP_MIN_AGE and self.age_on(day - dt.timedelta(days=1)) == CHECKUP_MIN_AGE - 1
+
     def over40(self, day: dt.date | None = None) -> bool:
         age = self.age_on(day or dt.date.today())
         return age is not None and age >= CHECKUP_MIN_AGE
@@ -101,9 +105,17 @@ class Deck(Sequence[DeckCard]):
 
     def select(self, profile: str | None = None, *, registered: bool | None = None, over40: bool | None = None,
                revoked: bool | None = False, disposable: bool | None = None, placeable: bool = True,
-               with_holder: bool = True) -> list[DeckCard]:
+               with_holder: bool = True, turns40: str | None = None, leap_day: bool | None = None) -> list[DeckCard]:
+        """``turns40="today"|"tomorrow"``: the 40th birthday is the host's date today / tomorrow, computed
+        now (a station left running past midnight has no such card rather than a wrong one);
+        ``leap_day``: born on 29 February."""
         out = []
         for c in self.cards:
+            if turns40 is not None and not c.turns40_on(_boundary_day(turns40)):
+                continue
+            if leap_day is not None and (c.birth_date is None or
+                                         ((c.birth_date.month, c.birth_date.day) == (2, 29)) != leap_day):
+                continue
             if profile is not None and c.profile != profile:
                 continue
             if registered is not None and c.registered != registered:
@@ -154,6 +166,13 @@ class Deck(Sequence[DeckCard]):
             if c.holder and c.holder != card.holder:
                 return c.holder
         raise NoSuchCard(f"the station names no {role} subject other than {card.holder}")
+
+
+def _boundary_day(turns40: str) -> dt.date:
+    offsets = {"today": 0, "tomorrow": 1}
+    if turns40 not in offsets:
+        raise ValueError(f"turns40 must be 'today' or 'tomorrow', got {turns40!r}")
+    return dt.date.today() + dt.timedelta(days=offsets[turns40])
 
 
 def _persona(path: Path) -> dict[str, Any]:

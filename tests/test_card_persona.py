@@ -76,6 +76,10 @@ def _doc(**over):
     (dict(birth_date="1980-01-02"), "birth_date"),
     (dict(initial_tries={"user_auth_pin": 7}), "initial_tries.user_auth_pin"),
     (dict(card={"blocked_sw": "9000"}), "card.blocked_sw"),
+    (dict(amendments=[{"text": "顔認証", "struck": False}]), "amendments"),  # a standard card: struck through
+    (dict(profile="face-auth", pin=None, signing_password=None, amendments=[{"text": "顔認証", "struck": True}]),
+     "amendments"),
+    (dict(amendments=[{"text": ""}]), "amendments[0].text"),
 ])
 def test_persona_errors_name_the_key_and_the_file(tmp_path, over, key):
     import tomli_w
@@ -174,3 +178,84 @@ def test_reprs_never_show_a_card_secret(card_deck):
     assert "value=***" in text
     for secret in secrets:  # quoted as a repr shows it; long ones also bare (a 4-digit one may be a year)
         assert repr(secret) not in text and (len(secret) < 6 or secret not in text), secret
+
+
+# -- the printed card face (N3) and the age-boundary personas (N15) -------------------------------
+
+def test_card_faces_in_kanji_with_the_amendment_field(card_deck):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from sim.card import images
+
+    if images.cjk_font_path() is None:
+        pytest.skip("no CJK font installed (Debian fonts-noto-cjk, in the Makefile's APT_PACKAGES)")
+    # a real Japanese font: different kanji draw differently (a missing glyph is one and the same box)
+    assert images.text_png("顔") != images.text_png("認")
+    for p in load_deck(card_deck):
+        assert (p.card_dir / "name.png").read_bytes() == images.text_png(p.name, p.name_roman)
+        assert images.text_png(p.name) != images.text_png(p.name_roman)  # kanji, not romaji
+        face = np.asarray(Image.open(io.BytesIO((p.card_dir / "card-face.png").read_bytes())).convert("L"))
+        assert face.shape == images.CARD_FACE_SIZE_PX[::-1]
+        x0, y0, x1, y1 = images.AMENDMENT_BOX_PX
+        inked = (face[y0 + 2:y1 - 1, x0 + 100:x1 - 1] < 100).sum()
+        assert (inked > 200) == p.face_auth, f"{p.id} ({p.profile}): amendment field ink {inked}"
+        assert [a.text for a in p.amendments] == (["顔認証"] if p.face_auth else [])
+
+
+@pytest.mark.parametrize("today,kind,born", [
+    (dt.date(2026, 11, 29), "40_today", dt.date(1986, 11, 29)),
+    (dt.date(2026, 11, 29), "40_tomorrow", dt.date(1986, 11, 30)),
+    (dt.date(2026, 12, 31), "40_tomorrow", dt.date(1987, 1, 1)),
+    (dt.date(2026, 11, 29), "leap_day", dt.date(1984, 2, 29)),
+    (dt.date(2024, 2, 29), "40_today", dt.date(1984, 2, 29)),
+    (dt.date(2024, 2, 29), "40_tomorrow", dt.date(1984, 3, 1)),
+    (dt.date(2028, 2, 28), "40_tomorrow", dt.date(1988, 2, 29)),
+    (dt.date(2028, 2, 28), "leap_day", dt.date(1984, 2, 29)),
+])
+def test_age_boundary_birth_dates(today, kind, born):
+    from sim.card.deck import boundary_birth_date
+
+    assert boundary_birth_date(kind, today) == born
+
+
+def test_age_boundary_persona_is_redated_and_reissued(tmp_path):
+    from harness.facedata import resolve_faces
+    from sim.card.deck import generate_deck
+
+    day = dt.date(2026, 11, 29)
+    [path] = generate_deck(resolve_faces(None), tmp_path, count=1, seed=5, today=day)
+    p = Persona.load(path)
+    p.age_boundary = "40_today"
+    p.birth_date = dt.date(1986, 11, 28)  # the deck was made yesterday
+    p.save(path)
+    [q] = load_deck(tmp_path, today=day)
+    assert q.birth_date == dt.date(1986, 11, 29) and Persona.load(path).birth_date == q.birth_date
+    assert b"19861129" in (q.card_dir / "surface-0001.bin").read_bytes()  # the chip says so too
+    assert q.age_on(day) == 40 and q.age_on(day - dt.timedelta(days=1)) == 39
+
+
+def test_harness_deck_finds_the_boundary_cards_by_birth_date_now(tmp_path):
+    from harness.deck import Deck, DeckCard
+
+    today = dt.date.today()
+
+    def card(cid, born):
+        return DeckCard(id=cid, profile="standard", slot=0, persona=tmp_path / f"{cid}.toml", birth_date=born,
+                        holder="h")
+
+    from sim.card.deck import boundary_birth_date
+
+    deck = Deck(cards=[card("a", dt.date(1970, 1, 1)), card("today", boundary_birth_date("40_today", today)),
+                       card("tomorrow", boundary_birth_date("40_tomorrow", today)),
+                       card("leap", boundary_birth_date("leap_day", today)),
+                       card("yesterday", boundary_birth_date("40_today", today - dt.timedelta(days=1)))],
+                subjects=[])
+    assert deck.pick(turns40="today").id == "today"
+    assert deck.pick(turns40="tomorrow").id == "tomorrow"
+    assert deck.pick(leap_day=True).id == "leap"
+    assert deck.by_id("today").over40() and not deck.by_id("tomorrow").over40()
+    with pytest.raises(ValueError, match="turns40 must be"):
+        deck.select(turns40="next week")

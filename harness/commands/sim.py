@@ -82,3 +82,8 @@ def deck(dataset: Path = typer.Option(None, help="Face dataset (else FACEHIL_FAC
     if faces.low_fidelity:
         console.print("[yellow]faces are low-fidelity packaged samples; set FACEHIL_FACES for a real dataset[/yellow]")
     print(out.resolve())
+
+
+from harness.commands.sim_card import app as card_app  # noqa: E402  (`facehil sim card switch`)
+
+app.add_typer(card_app, name="card")

@@ -60,6 +60,9 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"ERROR control port {args.control_port}: {exc}", file=sys.stderr, flush=True)
         return 2
+    from sim.card.switch import reload_card  # RELOAD: the profile switched in place (N4)
+
+    server.reload = lambda: reload_card(link, args.persona, args.state, info)
     link_thread = threading.Thread(target=link.run, name="vpcd-link", daemon=True)
     link_thread.start()
     signal.signal(signal.SIGTERM, lambda *_: server.request_quit())

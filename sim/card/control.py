@@ -7,6 +7,7 @@ One ASCII line per command, one reply line ``OK [k=v ...]`` or ``ERR <reason>``:
                apdus=N dropouts=N persona=<id> profile=<profile>
                (connected: on vpcd's socket; powered: pcscd has seen and powered the card)
     REISSUE -> OK; retry counters back to their issued values (the lab re-issuing a locked test card)
+    RELOAD  -> OK; serve the persona file's profile again (after `facehil sim card switch`, sim/card/switch.py)
     QUIT    -> OK, then the card process exits
 
 The rig (sim/rig.py), the station and tests drive cards through ``CardControl``.
@@ -18,6 +19,7 @@ import logging
 import socket
 import socketserver
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from sim.card.vpcd import CardLink
 
@@ -30,7 +32,7 @@ class ControlError(RuntimeError):
     """The card answered ERR, or could not be reached."""
 
 
-def handle_line(line: str, link: CardLink, info: dict[str, str]) -> str:
+def handle_line(line: str, link: CardLink, info: dict[str, str], reload: Callable[[], None] | None = None) -> str:
     """The reply to one control line. Never raises. (QUIT is acted on by the caller, after
     the reply is sent.)"""
     words = line.strip().split()
@@ -62,6 +64,8 @@ def handle_line(line: str, link: CardLink, info: dict[str, str]) -> str:
             return "OK " + " ".join(f"{k}={v}" for k, v in fields.items())
         elif cmd == "REISSUE" and not args:
             link.card.state.reissue()
+        elif cmd == "RELOAD" and not args and reload is not None:
+            reload()
         elif cmd == "QUIT" and not args:
             pass
         else:
@@ -92,7 +96,7 @@ class _Handler(socketserver.StreamRequestHandler):
             except UnicodeDecodeError:
                 self._send("ERR not ASCII")
                 continue
-            reply = handle_line(line, server.link, server.info)
+            reply = handle_line(line, server.link, server.info, server.reload)
             sent = self._send(reply)
             if reply == "OK" and line.strip().upper() == "QUIT":
                 server.request_quit()  # only now: the process may exit as soon as this runs
@@ -117,6 +121,7 @@ class ControlServer(socketserver.ThreadingTCPServer):
         super().__init__(("127.0.0.1", port), _Handler)
         self.link = link
         self.info = info
+        self.reload: Callable[[], None] | None = None  # RELOAD: set by the card process
         self.quitting = threading.Event()
 
     @property
@@ -173,6 +178,9 @@ class CardControl:
 
     def reissue(self) -> None:
         self.command("REISSUE")
+
+    def reload(self) -> None:
+        self.command("RELOAD")
 
     def quit(self) -> None:
         self.command("QUIT")

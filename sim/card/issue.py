@@ -5,6 +5,8 @@ What J-LIS writes into a chip at issuance we write into a *card folder* (``perso
 * ``auth.key`` / ``auth.pem``: RSA-2048 user-auth key and certificate (both profiles);
 * ``sign.key`` / ``sign.pem``: RSA-2048 signing key and certificate (standard only);
 * ``face.jp2``, ``name.png``, ``address.png``, ``security-code.png``: card-surface images;
+* ``card-face.png``: the printed front of the card, amendment field (追記欄) included (not in
+  the chip: what a camera or a person sees; ``switch_profile`` redraws it);
 * ``surface-0001.bin``, ``surface-0002.bin``: the card-surface AP's birth and card-face
   records, signed by the test CA key (see ``surface_records``);
 * ``issued.json``: a fingerprint of the persona and CA it was issued from. When the persona
@@ -71,6 +73,7 @@ def _fingerprint(persona: Persona, pki: Pki) -> str:
         "birth": persona.birth_date.isoformat(), "sex": persona.sex, "my_number": persona.my_number,
         "expiry": persona.expiry.isoformat(), "security_code": persona.security_code, "face": face_sig,
         "revoked": persona.revoked, "ca": der(pki.jpki_ca).hex()[-64:],
+        "amendments": [[a.text, a.struck] for a in persona.amendments],
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
@@ -146,12 +149,34 @@ def issue_card(persona: Persona, pki: Pki) -> None:
     for fname, data in (("face.jp2", face_jp2), ("name.png", name_png), ("address.png", address_png),
                         ("security-code.png", security_png)):
         (folder / fname).write_bytes(data)
+    write_card_face(persona, face_jp2)
     rec1, rec2 = surface_records(persona, pki.jpki_ca_key, face_jp2, name_png, address_png, security_png)
     (folder / "surface-0001.bin").write_bytes(rec1)
     (folder / "surface-0002.bin").write_bytes(rec2)
     (folder / "issued.json").write_text(json.dumps({"fingerprint": _fingerprint(persona, pki),
                                                     "auth_serial": f"{auth_cert.serial_number:X}"}, indent=1))
     log.info("issued card for persona %s in %s", persona.id, folder)
+
+
+def write_card_face(persona: Persona, face_jp2: bytes | None = None) -> None:
+    """Draw ``card-face.png`` (skipped, with a warning, when no CJK font is installed)."""
+    from sim.card import images
+
+    folder = persona.card_dir
+    if face_jp2 is None:
+        face_jp2 = (folder / "face.jp2").read_bytes() if (folder / "face.jp2").exists() else None
+    b, e = persona.birth_date, persona.expiry
+    try:
+        png = images.card_face_png(
+            name=persona.name, address=persona.address, birth=f"{b.year}年{b.month}月{b.day}日生",
+            sex={1: "男", 2: "女"}.get(persona.sex, "－"), expiry=f"{e.year}年{e.month:02d}月{e.day:02d}日まで有効",
+            security_code=persona.security_code, amendments=[(a.text, a.struck) for a in persona.amendments],
+            face_jp2=face_jp2)
+    except images.ImageError as exc:
+        log.warning("persona %s: card face not drawn: %s", persona.id, exc)
+        (folder / "card-face.png").unlink(missing_ok=True)
+        return
+    (folder / "card-face.png").write_bytes(png)
 
 
 def load_material(persona: Persona) -> CardMaterial:

@@ -27,7 +27,13 @@ user_auth_pin = 3
 [card]                          # optional
 blocked_sw = "6984"             # or "6983"
 no_pin_probe = "locked"         # face-auth: "locked" (OpenSC binds) or "absent"
+
+[[amendments]]                  # the printed amendment field (追記欄), oldest first (N3)
+text = "顔認証"                  # a face-auth card carries 「顔認証」 ...
+struck = false                  # ... struck through once switched back to a standard card
 ```
+
+Without ``amendments``, a face-auth card gets 「顔認証」 (the notice: every face-auth card has it).
 
 Every error names the key and the file.
 """
@@ -59,6 +65,15 @@ COUNTERS = {
     "surface_check_a": 10,   # card-surface 0013 (count not public: 10 assumed)
 }
 NO_PIN_PROBES = ("locked", "absent")
+FACE_AUTH_AMENDMENT = "顔認証"  # printed in the amendment field of a face-auth card (N3)
+
+
+@dataclass
+class Amendment:
+    """One entry of the card's amendment field (追記欄); ``struck``: crossed out by the municipality."""
+
+    text: str
+    struck: bool = False
 
 
 class PersonaError(ValueError):
@@ -89,6 +104,8 @@ class Persona:
     initial_tries: dict[str, int] = field(default_factory=dict)
     blocked_sw: int = 0x6984
     no_pin_probe: str = "locked"
+    amendments: list[Amendment] = field(default_factory=list)
+    age_boundary: str = ""  # deck personas on the 40-years boundary (sim/card/deck.py re-dates them)
     source: Path | None = None
 
     # Credentials of the card: never in a repr (pytest carries reprs into records and reports).
@@ -174,6 +191,7 @@ class Persona:
             card_dir=path_opt("card_dir"), pki_dir=path_opt("pki_dir"),
             initial_tries=dict(opt("initial_tries", dict, {})), blocked_sw=blocked_sw,
             no_pin_probe=str(card.get("no_pin_probe", "locked")), source=source,
+            amendments=_amendments(doc, where), age_boundary=opt("age_boundary", str, ""),
         )
         persona.validate(where)
         return persona
@@ -201,6 +219,11 @@ class Persona:
                 raise bad(f"initial_tries.{name}", f"is not a counter; known: {sorted(COUNTERS)}")
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= COUNTERS[name]:
                 raise bad(f"initial_tries.{name}", f"must be an integer 0..{COUNTERS[name]}")
+        open_face_auth = [a for a in self.amendments if a.text == FACE_AUTH_AMENDMENT and not a.struck]
+        if self.face_auth and not open_face_auth:
+            raise bad("amendments", f"of a face-auth card must carry 「{FACE_AUTH_AMENDMENT}」 not struck through")
+        if not self.face_auth and open_face_auth:
+            raise bad("amendments", f"of a standard card must have 「{FACE_AUTH_AMENDMENT}」 struck through")
         if self.face_auth:
             if self.pin is not None or self.signing_password is not None:
                 raise bad("pin", "must be absent on a face-auth card (it has no PIN)")
@@ -233,6 +256,10 @@ class Persona:
         if self.initial_tries:
             doc["initial_tries"] = dict(self.initial_tries)
         doc["card"] = {"blocked_sw": f"{self.blocked_sw:04X}", "no_pin_probe": self.no_pin_probe}
+        if self.age_boundary:
+            doc["age_boundary"] = self.age_boundary
+        if self.amendments:
+            doc["amendments"] = [{"text": a.text, "struck": a.struck} for a in self.amendments]
         return doc
 
     def save(self, path: str | Path) -> Path:
@@ -241,3 +268,20 @@ class Persona:
         path.write_text(tomli_w.dumps(self.to_dict(relative_to=path.parent)), encoding="utf-8")
         self.source = path
         return path
+
+
+def _amendments(doc: dict, where: str) -> list[Amendment]:
+    raw = doc.get("amendments")
+    if raw is None:  # files from before the amendment field: a face-auth card has 「顔認証」
+        return [Amendment(FACE_AUTH_AMENDMENT)] if doc.get("profile") == "face-auth" else []
+    if not isinstance(raw, list):
+        raise PersonaError(f"{where}: key 'amendments' must be an array of tables")
+    out = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict) or not isinstance(entry.get("text"), str) or not entry["text"]:
+            raise PersonaError(f"{where}: key 'amendments[{i}].text' must be a non-empty string")
+        struck = entry.get("struck", False)
+        if not isinstance(struck, bool):
+            raise PersonaError(f"{where}: key 'amendments[{i}].struck' must be true or false")
+        out.append(Amendment(entry["text"], struck))
+    return out
