@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import random
 from pathlib import Path
 
 import pytest
@@ -196,57 +197,176 @@ def test_corrupt_active_slot_boots_the_other(tmp_path, fwdir):
     assert (res.slot, res.manifest.version) == ("A", "1.4.0")
 
 
-def _record_points(tmp_path, fwdir) -> list[str]:
-    points: list[str] = []
-    store = factory(tmp_path / "probe", fwdir, hook=points.append)
-    points.clear()
-    upload(store, *load_image(fwdir, "1.5.0"))
+# ---------------------------------------------------------------------------- power cuts
+# Every scenario: a setup (power stays on), then an action during which the power is cut at
+# one persisting step. The steps are not listed here: a recorded run of each action yields
+# them (sim/reader/nvstore.py), so a new persisting step becomes a new cut point by itself.
+
+def _store(root: Path, fwdir: Path, hook=None, disk=None) -> SlotStore:
+    return SlotStore(root, load_public_key(fwdir / "vendor.pub"), hook=hook, sync=False, disk=disk)
+
+
+def _power_on(root: Path, fwdir: Path, hook=None, disk=None):
+    """What the reader does at power-on (sim/reader/device.py): provision an empty reader, then boot."""
+    store = _store(root, fwdir, hook, disk)
+    if not store.provisioned():
+        store.provision(*load_image(fwdir, "1.4.0"))
+    return store, store.boot()
+
+
+def _update(store: SlotStore, fwdir: Path, version: str = "1.5.0", image_sig=None) -> None:
+    upload(store, *(image_sig or load_image(fwdir, version)))
     store.commit()
-    make_store(tmp_path / "probe", fwdir, hook=points.append).boot()
-    return points
 
 
-def test_power_cut_points_cover_every_persisting_step(tmp_path, fwdir):
-    points = _record_points(tmp_path, fwdir)
-    assert {"chunk_written", "part_synced", "image_installed", "signature_installed", "commit:tmp_written",
-            "commit:replaced", "trial:tmp_written", "trial:replaced", "confirm:tmp_written",
-            "confirm:replaced"} <= set(points)
+def _bad_selftest(fwdir: Path) -> tuple[bytes, bytes]:
+    bad = build_image(Manifest(version="1.5.1", features=FEATURES_BY_VERSION["1.5.0"], selftest="fail"))
+    return bad, sign_image(bad, vendor_key(fwdir))
 
 
-POINTS = ["chunk_written#1", "chunk_written#6", "chunk_written#12", "part_synced", "image_installed",
-          "signature_installed", "commit:tmp_written", "commit:replaced", "trial:tmp_written", "trial:replaced",
-          "confirm:tmp_written"]
+def _setup_updated(root, fwdir):  # B = 1.5.0 active, A = 1.4.0
+    store, _ = _power_on(root, fwdir)
+    _update(store, fwdir)
+    _power_on(root, fwdir)
 
 
-@pytest.mark.parametrize("point", POINTS)
-def test_power_cut_leaves_a_bootable_version(tmp_path, fwdir, point):
-    """Cut the power at ``point`` (the n-th time for chunks) during update + reboot, then boot again."""
-    name, _, nth = point.partition("#")
-    count = {"n": 0}
+def _break_active_b(root, fwdir):
+    _setup_updated(root, fwdir)
+    img = root / "slot-B.img"
+    img.write_bytes(img.read_bytes()[:-1] + b"\x00")
 
-    def hook(p: str) -> None:
-        if p == name:
-            count["n"] += 1
-            if count["n"] == int(nth or 1):
-                raise PowerCut(p)
 
-    store = factory(tmp_path, fwdir)
-    store._hook = hook
+def _lose_boot_record(root, fwdir):
+    _setup_updated(root, fwdir)
+    (root / "boot.json").write_bytes(b'{"active": "A", "pend')  # damaged outside the update path
+
+
+def _act_update(root, fwdir, hook, disk):  # upload, commit, reboot into the new image
+    store, _ = _power_on(root, fwdir, hook, disk)
+    _update(store, fwdir)
+    _power_on(root, fwdir, hook, store.nv.observer)
+
+
+def _act_bad_update(root, fwdir, hook, disk):  # an image whose self-test fails: trial boot, rollback
+    store, _ = _power_on(root, fwdir, hook, disk)
+    _update(store, fwdir, image_sig=_bad_selftest(fwdir))
+    _power_on(root, fwdir, hook, disk)
+
+
+def _act_abort(root, fwdir, hook, disk):
+    store, _ = _power_on(root, fwdir, hook, disk)
+    image, sig = load_image(fwdir, "1.5.0")
+    store.begin(len(image), hashlib.sha256(image).hexdigest(), base64.b64encode(sig).decode())
+    store.chunk(0, image[:8192])
+    store.abort()
+
+
+def _act_boot(root, fwdir, hook, disk):
+    _power_on(root, fwdir, hook, disk)
+
+
+# name: (setup, action, versions a cut may leave, version once the action's last step is durable)
+SCENARIOS = {
+    "provision": (lambda root, fwdir: None, _act_boot, {"1.4.0"}, "1.4.0"),
+    "update": (lambda root, fwdir: _power_on(root, fwdir), _act_update, {"1.4.0", "1.5.0"}, "1.5.0"),
+    "rollback": (lambda root, fwdir: _power_on(root, fwdir), _act_bad_update, {"1.4.0"}, "1.4.0"),
+    "fallback": (_break_active_b, _act_boot, {"1.4.0"}, "1.4.0"),
+    "abort": (_setup_updated, _act_abort, {"1.5.0"}, "1.5.0"),
+    "recover": (_lose_boot_record, _act_boot, {"1.5.0"}, "1.5.0"),
+}
+
+
+def _recorded_steps(tmp_path: Path, fwdir: Path, name: str) -> list[str]:
+    setup, action, _, _ = SCENARIOS[name]
+    root = tmp_path / f"probe-{name}"
+    setup(root, fwdir)
+    steps: list[str] = []
+    action(root, fwdir, steps.append, None)
+    return steps
+
+
+def _numbered(steps: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for s in steps:
+        seen[s] = seen.get(s, 0) + 1
+        out.append(f"{s}#{seen[s]}")
+    return out
+
+
+def test_slots_persist_only_through_the_nv_store():
+    """slots.py changes storage only via NvStore, so the recorded steps are every persisting step."""
+    import ast
+    import inspect
+
+    import sim.reader.slots as slots
+
+    writes = {"replace", "rename", "unlink", "write_bytes", "write_text", "fsync", "mkdir", "rmdir", "truncate",
+              "write_atomic", "fsync_dir", "remove", "touch", "chmod"}
+    bad = []
+    for node in ast.walk(ast.parse(inspect.getsource(slots))):
+        if not isinstance(node, ast.Call):
+            continue
+        f = node.func
+        name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+        via_nv = isinstance(f, ast.Attribute) and isinstance(f.value, ast.Attribute) and f.value.attr == "nv"
+        if name == "open" or (name in writes and not via_nv):
+            bad.append(f"line {node.lineno}: {ast.unparse(node)}")
+    assert not bad, "slots.py persists outside NvStore: " + "; ".join(bad)
+
+
+def test_power_cut_points_cover_every_persisting_step(tmp_path, fwdir, record_property):
+    steps = {name: _recorded_steps(tmp_path, fwdir, name) for name in SCENARIOS}
+    phases = {s.split(":")[0] for seq in steps.values() for s in seq}
+    assert phases == {"provision", "begin", "upload", "commit", "trial", "confirm", "rollback", "fallback",
+                      "discard", "recover"}, phases
+    total = sum(len(seq) for seq in steps.values())
+    record_property("power_cut_points", total)
+    print(f"\nfirmware power-cut points: {total} ({', '.join(f'{k} {len(v)}' for k, v in steps.items())})")
+    assert total >= 20
+
+
+def _cut_and_power_on(tmp_path: Path, fwdir: Path, name: str, point: str, mode: str, seed: int):
+    from sim.reader.nvstore import PowerCutDisk
+
+    setup, action, _, _ = SCENARIOS[name]
+    root = tmp_path / f"{name}-{mode}-{point.replace(':', '_').replace('#', '_')}"
+    setup(root, fwdir)
+    seen: dict[str, int] = {}
+
+    def hook(step: str) -> None:
+        seen[step] = seen.get(step, 0) + 1
+        if f"{step}#{seen[step]}" == point:
+            raise PowerCut(point)
+
+    disk = PowerCutDisk()
     with pytest.raises(PowerCut):
-        upload(store, *load_image(fwdir, "1.5.0"))
-        store.commit()
-        make_store(tmp_path, fwdir, hook=hook).boot()
-    after = make_store(tmp_path, fwdir)
-    res = after.boot()
-    before_commit = name in ("chunk_written", "part_synced", "image_installed", "signature_installed",
-                             "commit:tmp_written")
-    assert res.manifest.version == ("1.4.0" if before_commit else "1.5.0"), res
-    assert after.status()["state"] == "idle"  # the volatile upload session is gone
-    # a fresh update still works afterwards
-    target = "1.6.0"
-    upload(after, *load_image(fwdir, target))
-    after.commit()
-    assert make_store(tmp_path, fwdir).boot().manifest.version == target
+        action(root, fwdir, hook, disk)
+    damage = disk.crash(mode, random.Random(seed))
+    store, res = _power_on(root, fwdir)  # power back: must boot, whatever the cut left
+    return store, res, damage
+
+
+@pytest.mark.parametrize("mode", ["lose", "tear"])
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_power_cut_at_every_step_leaves_a_bootable_reader(tmp_path, fwdir, name, mode):
+    """Cut at each recorded step, lose or tear what was not synced, power on: it boots, an allowed version."""
+    _, _, allowed, final = SCENARIOS[name]
+    points = _numbered(_recorded_steps(tmp_path, fwdir, name))
+    last_durable = max((i for i, p in enumerate(points) if ":.:fsync_dir" in p), default=len(points))
+    assert points
+    for i, point in enumerate(points):
+        store, res, damage = _cut_and_power_on(tmp_path, fwdir, name, point, mode, seed=i)
+        where = f"{name}/{mode} cut after {point} (damage {damage})"
+        assert res.manifest.version in allowed, where
+        if i >= last_durable:
+            assert res.manifest.version == final, where
+        assert store.status()["state"] == "idle", where  # the volatile upload session is gone
+        if name == "update" and i < points.index(next(p for p in points if p.startswith("commit:boot.json:rename"))):
+            assert res.manifest.version == "1.4.0", where  # nothing committed yet
+    # and a fresh update still works after the last cut
+    _update(store, fwdir, "1.6.0")
+    assert _power_on(store.root, fwdir)[1].manifest.version == "1.6.0"
 
 
 def test_power_cut_during_both_trial_boots_rolls_back(tmp_path, fwdir):
@@ -255,7 +375,7 @@ def test_power_cut_during_both_trial_boots_rolls_back(tmp_path, fwdir):
     store.commit()
 
     def cut_after_trial(p: str) -> None:
-        if p == "trial:replaced":
+        if p == "trial:.:fsync_dir":
             raise PowerCut(p)
 
     for _ in range(2):
@@ -263,3 +383,41 @@ def test_power_cut_during_both_trial_boots_rolls_back(tmp_path, fwdir):
             make_store(tmp_path, fwdir, hook=cut_after_trial).boot()
     res = make_store(tmp_path, fwdir).boot()
     assert (res.manifest.version, res.rolled_back) == ("1.4.0", True)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "empty", "missing", "bad slot name"])
+def test_unreadable_boot_record_boots_the_newest_verified_slot(tmp_path, fwdir, damage):
+    """Not silently slot A: the newest image that verifies and passes its self-test, reported as FW_BOOT_STATE."""
+    _setup_updated(tmp_path, fwdir)  # B = 1.5.0 active, A = 1.4.0
+    boot = tmp_path / "boot.json"
+    if damage == "missing":
+        boot.unlink()
+    else:
+        boot.write_bytes({"garbage": b"\x00\xff{", "empty": b"", "bad slot name": b'{"active": "C"}'}[damage])
+    store = make_store(tmp_path, fwdir)
+    res = store.boot()
+    assert (res.slot, res.manifest.version) == ("B", "1.5.0")
+    assert res.error.startswith("FW_BOOT_STATE") and store.status()["last_error"].startswith("FW_BOOT_STATE")
+    # the choice is recorded: the next boot reads it and is quiet
+    again = make_store(tmp_path, fwdir).boot()
+    assert (again.slot, again.error) == ("B", None)
+
+
+def test_unreadable_boot_record_prefers_a_slot_that_passes_its_self_test(tmp_path, fwdir):
+    store, _ = _power_on(tmp_path, fwdir)
+    _update(store, fwdir, image_sig=_bad_selftest(fwdir))  # pending B = 1.5.1, fails its self-test
+    (tmp_path / "boot.json").write_bytes(b"not json")
+    res = make_store(tmp_path, fwdir).boot()
+    assert (res.slot, res.manifest.version) == ("A", "1.4.0")
+
+
+def test_a_factory_install_cut_short_is_installed_again(tmp_path, fwdir):
+    def cut(step: str) -> None:
+        if step == "provision:slot-A.img:rename":
+            raise PowerCut(step)
+
+    with pytest.raises(PowerCut):
+        _power_on(tmp_path, fwdir, hook=cut)
+    store = _store(tmp_path, fwdir)
+    assert not store.provisioned()  # an image without its signature is not an installed reader
+    assert _power_on(tmp_path, fwdir)[1].manifest.version == "1.4.0"

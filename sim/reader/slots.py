@@ -13,8 +13,16 @@ image is complete and verified, so a power cut at any moment leaves the previous
 bootable. A committed image is *pending*: the next boot tries it (``pending_tries`` times); if
 it fails its signature check or self-test, the bootloader rolls back to the active slot.
 
-``hook(point)`` is called at each step that persists something; tests raise :class:`PowerCut`
-there to cut the power at that exact point.
+Every write goes through :class:`sim.reader.nvstore.NvStore`, which calls ``hook(step)`` after
+each persisting primitive; tests raise :class:`PowerCut` there to cut the power at that exact
+point, and simulate the lost or torn writes a real cut leaves.
+
+A ``boot.json`` that is missing or unreadable while a slot holds an image (storage damaged
+outside the update path: the update itself never leaves it so) is not read as "slot A": the
+bootloader boots the newest slot whose image verifies and passes its self-test (what a trial
+boot would have confirmed), records that choice in a fresh ``boot.json`` and reports it as
+``FW_BOOT_STATE`` (docs/decisions.md, hardware.md 6.8). A slot that fails its self-test is
+chosen only when no slot passes.
 """
 
 from __future__ import annotations
@@ -23,7 +31,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,12 +42,11 @@ from sim.reader.firmware import (
     MODEL,
     ImageError,
     Manifest,
-    fsync_dir,
     parse_image,
     parse_version,
     signature_ok,
-    write_atomic,
 )
+from sim.reader.nvstore import NvStore, PowerCut, PowerCutDisk
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +54,9 @@ SLOTS = ("A", "B")
 TRIAL_BOOTS = 2  # a power cut during the first trial boot gets one more try
 
 
-class PowerCut(BaseException):
-    """Raised by a test hook: the power went at this point (BaseException: nothing may catch it)."""
+__all__ = ["BootError", "BootResult", "BootState", "FirmwareError", "PowerCut", "SlotStore", "other"]
+BOOT = "boot.json"
+PART = "upload.part"
 
 
 class FirmwareError(Exception):
@@ -99,55 +106,67 @@ def other(slot: str) -> str:
     return "B" if slot == "A" else "A"
 
 
+def _img(slot: str) -> str:
+    return f"slot-{slot}.img"
+
+
+def _sig(slot: str) -> str:
+    return f"slot-{slot}.sig"
+
+
 class SlotStore:
     def __init__(self, root: Path, trusted_key: Ed25519PublicKey, *, accept_downgrade: bool = False,
-                 accept_bad_signature: bool = False, hook: Callable[[str], None] | None = None):
+                 accept_bad_signature: bool = False, hook: Callable[[str], None] | None = None,
+                 sync: bool = True, disk: PowerCutDisk | None = None):
         self.root = root
         self.trusted_key = trusted_key
         self.accept_downgrade = accept_downgrade  # faulty-reader options
         self.accept_bad_signature = accept_bad_signature
-        self._hook = hook or (lambda point: None)
+        self.nv = NvStore(root, hook, sync=sync, observer=disk)
         self.upload: Upload | None = None
         self.last_error: str | None = None
         self.booted: BootResult | None = None
         self._hasher = hashlib.sha256()
-        root.mkdir(parents=True, exist_ok=True)
 
     # -- files --------------------------------------------------------------------------------
     def _img(self, slot: str) -> Path:
-        return self.root / f"slot-{slot}.img"
+        return self.nv.path(_img(slot))
 
     def _sig(self, slot: str) -> Path:
-        return self.root / f"slot-{slot}.sig"
+        return self.nv.path(_sig(slot))
 
     @property
     def _part(self) -> Path:
-        return self.root / "upload.part"
+        return self.nv.path(PART)
 
     @property
     def _boot_path(self) -> Path:
-        return self.root / "boot.json"
+        return self.nv.path(BOOT)
 
-    def read_boot_state(self) -> BootState:
+    def read_boot_state(self) -> BootState | None:
+        """The boot record, or None when it is missing or unreadable."""
         try:
-            d = json.loads(self._boot_path.read_text())
-            return BootState(**{k: d[k] for k in asdict(BootState()) if k in d})
+            d = json.loads(self._boot_path.read_bytes())
+            st = BootState(**{k: d[k] for k in asdict(BootState()) if k in d})
         except (OSError, ValueError, TypeError):
-            return BootState()
+            return None
+        if st.active not in SLOTS or st.pending not in (None, *SLOTS) or not isinstance(st.pending_tries, int):
+            return None
+        return st
 
-    def _write_boot_state(self, st: BootState, point: str) -> None:
-        tmp = self._boot_path.with_name("boot.json.tmp")
-        with open(tmp, "w") as fh:
-            fh.write(json.dumps(asdict(st), sort_keys=True))
-            fh.flush()
-            os.fsync(fh.fileno())
-        self._hook(f"{point}:tmp_written")
-        os.replace(tmp, self._boot_path)
-        fsync_dir(self.root)
-        self._hook(f"{point}:replaced")
+    def _write_boot_state(self, st: BootState, phase: str) -> None:
+        self.nv.write_atomic(BOOT, json.dumps(asdict(st), sort_keys=True).encode(), phase)
 
     def provisioned(self) -> bool:
-        return self._boot_path.exists()
+        """A boot record, or a slot whose image verifies (a factory install cut short is not one)."""
+        return self._boot_path.exists() or any(self._verifies(slot) for slot in SLOTS)
+
+    def _verifies(self, slot: str) -> bool:
+        try:
+            self._load_slot(slot)
+        except (FirmwareError, ImageError):
+            return False
+        return True
 
     def provision(self, image: bytes, signature: bytes) -> None:
         """Factory install into slot A (only on an empty reader)."""
@@ -156,8 +175,8 @@ class SlotStore:
         if not self._sig_ok(image, signature):
             raise FirmwareError("FW_SIGNATURE", "factory image signature does not verify")
         parse_image(image)
-        write_atomic(self._img("A"), image)
-        write_atomic(self._sig("A"), signature)
+        self.nv.write_atomic(_img("A"), image, "provision")
+        self.nv.write_atomic(_sig("A"), signature, "provision")
         self._write_boot_state(BootState(active="A"), "provision")
 
     def _sig_ok(self, image: bytes, signature: bytes) -> bool:
@@ -179,6 +198,8 @@ class SlotStore:
         """Pick and verify the image to run; rolls a failed pending image back."""
         self.upload = None  # RAM is gone
         st = self.read_boot_state()
+        if st is None:
+            return self._boot_without_record()
         rejected: str | None = None
         if st.pending:
             if st.pending_tries <= 0:
@@ -214,6 +235,26 @@ class SlotStore:
             return self.booted
         raise BootError(f"no bootable firmware in {self.root}")
 
+    def _boot_without_record(self) -> BootResult:
+        """boot.json lost or unreadable: the newest slot that verifies and passes its self-test."""
+        candidates = []
+        for slot in SLOTS:
+            try:
+                manifest = self._load_slot(slot)
+            except (FirmwareError, ImageError) as exc:
+                log.error("slot %s does not boot: %s", slot, exc)
+                continue
+            candidates.append((manifest.selftest == "pass", parse_version(manifest.version), slot, manifest))
+        if not candidates:
+            raise BootError(f"no bootable firmware in {self.root} and no readable boot record")
+        _, _, slot, manifest = max(candidates)
+        why = (f"FW_BOOT_STATE: boot record missing or unreadable; booted slot {slot} ({manifest.version}), "
+               "the newest image that verifies and passes its self-test")
+        log.error("%s", why)
+        self._write_boot_state(BootState(active=slot, last_error=why), "recover")
+        self.booted = BootResult(slot, manifest, False, why)
+        return self.booted
+
     def _safe_version(self, slot: str) -> str | None:
         try:
             return parse_image(self._img(slot).read_bytes()).version
@@ -229,10 +270,7 @@ class SlotStore:
         return FirmwareError(code, message, **fields)
 
     def _discard_part(self) -> None:
-        try:
-            self._part.unlink()
-        except FileNotFoundError:
-            pass
+        self.nv.unlink(PART, "discard")
 
     def begin(self, size: int, sha256_hex: str, signature_b64: str, allow_downgrade: bool = False) -> None:
         if not 0 < size <= MAX_IMAGE_BYTES:
@@ -245,7 +283,7 @@ class SlotStore:
             raise self._fail("FW_ARGS", f"signature is not base64: {exc}") from exc
         self.upload = None
         self._discard_part()
-        self._part.write_bytes(b"")
+        self.nv.create(PART, b"", "begin")
         self._hasher = hashlib.sha256()
         self.upload = Upload(size=size, sha256=sha256_hex.lower(), signature=signature, allow_downgrade=allow_downgrade)
         self.last_error = None
@@ -258,11 +296,9 @@ class SlotStore:
             raise self._fail("FW_OFFSET", f"expected offset {up.received}, got {offset}", expected=up.received)
         if up.received + len(data) > up.size:
             raise self._fail("FW_OVERFLOW", f"chunk ends at {up.received + len(data)}, image size is {up.size}")
-        with open(self._part, "ab") as fh:
-            fh.write(data)
+        self.nv.append(PART, data, "upload")
         self._hasher.update(data)
         up.received += len(data)
-        self._hook("chunk_written")
         return up.received
 
     def end(self) -> Manifest:
@@ -299,15 +335,13 @@ class SlotStore:
         if up is None or up.state != "verified":
             raise self._fail("FW_STATE", "nothing verified to commit: FW END must succeed first")
         st = self.read_boot_state()
+        if st is None:
+            raise self._fail("FW_BOOT_STATE", "the boot record is unreadable: reboot before updating")
         target = other(st.active)
-        with open(self._part, "rb") as fh:
-            os.fsync(fh.fileno())
-        self._hook("part_synced")
-        os.replace(self._part, self._img(target))
-        fsync_dir(self.root)
-        self._hook("image_installed")
-        write_atomic(self._sig(target), up.signature)
-        self._hook("signature_installed")
+        self.nv.fsync(PART, "commit")
+        self.nv.rename(PART, _img(target), "commit")
+        self.nv.fsync_dir("commit")
+        self.nv.write_atomic(_sig(target), up.signature, "commit")
         st = BootState(active=st.active, pending=target, pending_tries=TRIAL_BOOTS,
                        previous_version=st.previous_version)
         self._write_boot_state(st, "commit")
@@ -319,7 +353,8 @@ class SlotStore:
         self._discard_part()
 
     def status(self) -> dict[str, object]:
-        st = self.read_boot_state()
+        st = self.read_boot_state() or BootState(active=self.booted.slot if self.booted else "A",
+                                                 last_error="FW_BOOT_STATE: the boot record is unreadable")
         up = self.upload
         return {
             "state": up.state if up else ("failed" if self.last_error else "idle"),
