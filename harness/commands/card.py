@@ -2,7 +2,8 @@
 
 `card read` reports what a card shows without credentials (profile, JPKI token and
 certificates, tries left), then what each credential given opens. The face photo is shown
-as its format and size, never as pixels; PINs and check codes are never echoed or logged.
+as its format and size, never as pixels; PINs and check codes are never echoed or logged, and
+come from the environment or a hidden prompt, never from the command line (``ps`` shows it).
 A credential with one try left is not tried unless ``--allow-last-try``: a test tool must
 not lock a real card by accident.
 
@@ -349,9 +350,7 @@ def read_cmd(
 ) -> None:
     """Read the My Number Card(s): profile, certificates, tries left, and what each credential opens.
 
-    Credentials are never given on the command line (ps and the shell history show it): --pin,
-    --check-a and --check-b take theirs from FACEHIL_CARD_PIN, FACEHIL_CARD_CHECK_A and
-    FACEHIL_CARD_CHECK_B, or from a hidden prompt.
+    Credentials never go on the command line (ps and the shell history show it): --pin, --check-a and --check-b take theirs from FACEHIL_CARD_PIN, FACEHIL_CARD_CHECK_A and FACEHIL_CARD_CHECK_B, or from a hidden prompt.
     """
     if stray:
         # Not echoed: a stray argument is most likely a PIN typed after --pin.
