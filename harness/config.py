@@ -150,6 +150,9 @@ class CameraConfig:
 class DutConfig:
     adapter: str = "reference"
     url: str | None = None
+    # firmware features the lab declares the reader has (e.g. after the N7 update): a scenario
+    # whose feature is declared here fails when the reader lacks it, instead of skipping
+    expect_features: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -336,8 +339,12 @@ def parse_station(data: Mapping[str, Any], path: Path) -> Station:
     dut = None
     if "dut" in data:
         s = _Section(path, "dut", top.get("dut", dict))
-        dut = DutConfig(adapter=s.get("adapter", str, default="reference"), url=s.get("url", str))
-        dut = DutConfig(adapter=dut.adapter, url=dut.url, extra=s.extra())
+        adapter, url = s.get("adapter", str, default="reference"), s.get("url", str)
+        expected = "an array of feature names, e.g. [\"visual_check_registration\"]"
+        features = s.get("expect_features", list, default=[], expected=expected)
+        if not all(isinstance(f, str) and f.strip() for f in features):
+            raise s.error("expect_features", f"{expected}, got {features!r}")
+        dut = DutConfig(adapter=adapter, url=url, expect_features=tuple(features), extra=s.extra())
 
     eligibility = None
     if "eligibility" in data:

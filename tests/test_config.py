@@ -194,3 +194,15 @@ def test_device_urls(text, kind, expected):
 def test_serial_urls_feed_pyserial():
     assert parse_device_url("socket://127.0.0.1:7001", "serial").serial_url == "socket://127.0.0.1:7001"
     assert parse_device_url("serial:/dev/ttyACM0", "serial").serial_url == "/dev/ttyACM0"
+
+
+def test_dut_expect_features_is_a_typed_list(tmp_path):
+    """[dut] expect_features (issue 11): the lab's declaration that the reader has these features."""
+    base = '[station]\nname = "lab"\n[dut]\nurl = "socket://127.0.0.1:7002"\n'
+    st = load_station(write(tmp_path, base + 'expect_features = ["visual_check_registration"]\npin_button = "refuse"\n'))
+    assert st.dut.expect_features == ("visual_check_registration",)
+    assert st.dut.extra == {"pin_button": "refuse"}  # claims on the notice's open choices stay as extra keys
+    assert load_station(write(tmp_path, base)).dut.expect_features == ()
+    for bad in ('expect_features = "visual_check_registration"', 'expect_features = [1]', 'expect_features = [""]'):
+        with pytest.raises(StationConfigError, match="dut.expect_features"):
+            load_station(write(tmp_path, base + bad + "\n"))

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--deck", type=Path, help="deck folder: seed registrations of its registered personas")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
+    p.add_argument("--register-delay-ms", type=int, default=0, help="answer each registration this late (N17)")
     p.add_argument("--log-level", default="INFO")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.state_dir.mkdir(parents=True, exist_ok=True)
     db = args.db or f"sqlite:///{(args.state_dir / 'eligibility.sqlite').resolve()}"
-    service = EligibilityService(args.pki_dir, db)
+    service = EligibilityService(args.pki_dir, db, register_delay_ms=args.register_delay_ms)
     if args.deck:
         log.info("seeded %d registration(s) from %s", seed_from_deck(service, args.deck), args.deck)
     server = make_server(service, args.host, args.port)

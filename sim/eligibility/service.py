@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -77,12 +78,14 @@ def _str(d: dict, key: str, default: str | None = None) -> str:
 
 class EligibilityService:
     def __init__(self, pki_dir: Path, db_url: str, challenge_ttl_s: int = CHALLENGE_TTL_S,
-                 max_challenges: int = MAX_CHALLENGES):
+                 max_challenges: int = MAX_CHALLENGES, register_delay_ms: int = 0):
         self.trust = TrustStore(pki_dir)
         self.engine = make_engine(db_url)
         self.sessions = make_sessions(self.engine)
         self.challenge_ttl_s = challenge_ttl_s
         self.max_challenges = max_challenges
+        # N17: "completing the application may take a little time": a registration answers this late
+        self.register_delay_ms = max(0, int(register_delay_ms))
 
     # -- registrations ------------------------------------------------------------------------
     def _registration(self, db, check: CertCheck) -> Registration | None:
@@ -165,6 +168,8 @@ class EligibilityService:
         return method
 
     def register(self, req: dict) -> dict:
+        if self.register_delay_ms:
+            time.sleep(self.register_delay_ms / 1000)
         method = self._method(req)
         with self.sessions.begin() as db:
             check, refusal = self._prove(db, req)

@@ -13,5 +13,7 @@ def start_eligibility(ctx) -> None:
                       "--deck", str(ctx.state_dir / "deck"))
     if ctx.options.get("eligibility_db"):
         argv += ["--db", str(ctx.options["eligibility_db"])]
+    if ctx.options.get("eligibility_register_delay_ms"):  # N17: a slow registration
+        argv += ["--register-delay-ms", str(int(ctx.options["eligibility_register_delay_ms"]))]
     ready = spawn_ready(ctx, "eligibility", argv)
     ctx.station["eligibility"] = {"url": ready["url"]}

@@ -2,7 +2,7 @@
 
     python -m sim.reader --station-dir DIR (--control socket://HOST:PORT | --pty)
         --camera URL --pcsc-reader NAME --eligibility URL [--firmware-dir DIR] [--firmware 1.4.0]
-        [--reflash] [--faults a,b] [--face-retries 3] [--face-timeout-ms 15000] [--no-return-to-face-mode]
+        [--reflash] [--faults a,b] [--variant pin_button=refuse,...] [--face-retries 3] [--face-timeout-ms 15000] [--no-return-to-face-mode]
 
 Prints ``READY control=<url> supply=<host:port>`` once the control and supply ports listen
 (the reader then boots, which takes ``--boot-ms``). Writes the supply address to
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -22,11 +23,12 @@ from pathlib import Path
 from sim.reader.assembly import SimulatedReader
 from sim.reader.device import DeviceOptions
 from sim.reader.firmware import DEFAULT_VERSION, FEATURES_BY_VERSION, ensure_firmware_dir, write_atomic
-from sim.reader.flow import Faults, FlowConfig
+from sim.reader.flow import VARIANTS, Faults, FlowConfig, parse_variant
 from sim.reader.transport import PtyTransport, SocketTransport
 
 log = logging.getLogger("sim.reader")
 SUPPLY_FILE = "reader-supply.addr"
+VARIANT_ENV = "FACEHIL_READER_VARIANT"  # default of --variant (e.g. for a whole pytest session's sim station)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="factory firmware of an empty reader (with --reflash: of this one)")
     p.add_argument("--reflash", action="store_true", help="wipe the slots and install --firmware (factory reset)")
     p.add_argument("--faults", default="", help=f"faulty-reader options: {', '.join(Faults.names())}")
+    p.add_argument("--variant", default=None,
+                   help="the choices the notice leaves open, KEY=VALUE,...: "
+                        + "; ".join(f"{k}={'|'.join(v)}" for k, v in VARIANTS.items())
+                        + f" (default: ${VARIANT_ENV}, else the first of each)")
     p.add_argument("--face-retries", type=int, default=3)
     p.add_argument("--face-timeout-ms", type=int, default=15_000)
     p.add_argument("--screen-timeout-ms", type=int, default=60_000)
@@ -78,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     pki_dir = args.pki_dir or station / "deck" / "pki"
     try:
         faults = Faults.parse(args.faults)
+        variant = parse_variant(args.variant if args.variant is not None else os.environ.get(VARIANT_ENV))
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -102,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                             flow_config=FlowConfig(face_retries=args.face_retries, face_timeout_ms=args.face_timeout_ms,
                                                    screen_timeout_ms=args.screen_timeout_ms,
                                                    card_reminder_ms=args.card_reminder_ms,
-                                                   return_to_face_mode=not args.no_return_to_face_mode))
+                                                   return_to_face_mode=not args.no_return_to_face_mode,
+                                                   **variant))
     if args.pty:
         transport = PtyTransport()
     else:

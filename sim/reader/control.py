@@ -105,8 +105,8 @@ class ControlPort:
         outcome = self.device.submit(inp, ACTION_TIMEOUT_S)
         if outcome is None:
             raise _Nak("BUSY", "the reader did not take the input in time")
-        if not outcome.ok:
-            raise _Nak(outcome.code, outcome.message)
+        if not outcome.ok:  # msg: the patient's (Japanese) text; msg_en: the English (hardware.md 6.2)
+            raise _Nak(outcome.code, outcome.message, msg_en=outcome.message_en or None)
         return {"screen": self.device.screen_fields().get("screen", "")}
 
     def _cmd_press(self, args: list[str]) -> dict:

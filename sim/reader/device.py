@@ -257,4 +257,5 @@ class ReaderDevice:
         m = self.manifest
         return {"fw": m.version if m else "", "features": ",".join(m.features) if m else "", "slot": self.boot_slot,
                 "vendor": VENDOR, "model": fw.MODEL, "serial": self.options.serial,
-                "mode": self._snapshot.get("mode", "face")}
+                "mode": self._snapshot.get("mode", "face"),
+                **self.options.flow_config.variant()}  # the choices the notice leaves open (hardware.md 6.6)

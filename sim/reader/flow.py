@@ -34,7 +34,19 @@ from sim.reader.ports import (
     FaceError,
     Ports,
 )
-from sim.reader.screens import BUTTONS, MESSAGES, Screen
+from sim.reader.screens import (
+    BUTTONS,
+    MESSAGES,
+    NOT_RECOGNISED,
+    ONLY_HOLDER,
+    REGISTERED,
+    TAKE_CARD,
+    TAKE_CARD_SCREENS,
+    USE_FACE_AUTH,
+    Screen,
+    Text,
+    label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +56,38 @@ CHECKUP_MIN_AGE = 40
 PIN_RE = re.compile(r"[0-9]{4}")
 
 
+# Choices the notice leaves open (notice-clauses.md), each a documented variant of the reference
+# reader; the first value is the default. A scenario must pass every one of them.
+VARIANTS: dict[str, tuple[str, ...]] = {
+    # N10: a face-auth card's method screen hides the PIN button, or shows it and refuses it
+    # (telling the patient to use face authentication)
+    "pin_button": ("hidden", "refuse"),
+    # N15: an under-40 pressing 同意する on the checkup screen is refused, or passed on as pressed
+    "checkup_consent": ("refuse_under40", "as_pressed"),
+    # not in the notice: several faces in the frame -> ask the others to step out, or decide on
+    # the holder's face when it is among them
+    "several_faces": ("ask", "match_holder"),
+}
+AGE_RULE = "birthday"  # completed years, reached on the birthday (29 Feb: on 1 Mar in common years)
+
+
+def parse_variant(text: str | None) -> dict[str, str]:
+    """``"pin_button=refuse,several_faces=match_holder"`` -> the full variant (defaults filled in).
+    Unknown keys or values raise ValueError naming them."""
+    out = {k: v[0] for k, v in VARIANTS.items()}
+    for item in (t.strip() for t in (text or "").replace(" ", ",").split(",")):
+        if not item or item == "default":
+            continue
+        key, eq, value = item.partition("=")
+        if not eq or key not in VARIANTS:
+            raise ValueError(f"unknown reader variant option {item!r}; known: "
+                             + "; ".join(f"{k}={'|'.join(v)}" for k, v in VARIANTS.items()))
+        if value not in VARIANTS[key]:
+            raise ValueError(f"reader variant {key}={value!r}: expected one of {', '.join(VARIANTS[key])}")
+        out[key] = value
+    return out
+
+
 @dataclass(frozen=True)
 class FlowConfig:
     face_retries: int = 3  # non-matching faces before the fallback
@@ -51,6 +95,14 @@ class FlowConfig:
     screen_timeout_ms: int = 60_000  # patient inactivity on a patient screen -> done
     card_reminder_ms: int = 15_000  # card left on a "take your card" screen -> alarm event
     return_to_face_mode: bool = True  # leave visual mode when the session ends
+    pin_button: str = "hidden"  # VARIANTS
+    checkup_consent: str = "refuse_under40"
+    several_faces: str = "ask"
+
+    def variant(self) -> dict[str, str]:
+        """What the reader claims about the choices the notice leaves open (INFO reports it)."""
+        return {"pin_button": self.pin_button, "checkup_consent": self.checkup_consent,
+                "several_faces": self.several_faces, "age_rule": AGE_RULE}
 
 
 @dataclass(frozen=True)
@@ -59,7 +111,7 @@ class Faults:
 
     forget_face_mode: bool = False  # stays in visual mode after the session
     offer_pin_to_face_auth: bool = False  # offers and accepts PIN entry for a face-auth card
-    match_carer: bool = False  # accepts when several faces are in the frame
+    match_carer: bool = False  # authenticates on a frame with several faces, matched or not
     skip_age_rule: bool = False  # accepts checkup consent from an under-40
     accept_downgrade: bool = False  # firmware: installs an older version without allow_downgrade
     accept_bad_signature: bool = False  # firmware: installs an image whose signature fails
@@ -70,6 +122,15 @@ class Faults:
     loose_threshold: bool = False  # face-match threshold 0.12 lower: accepts more impostors (sim/reader/hw.py)
     strict_threshold: bool = False  # face-match threshold 0.12 higher: rejects more holders (sim/reader/hw.py)
     pass_screen_replay: bool = False  # PAD lets a phone-screen replay through (sim/reader/pad.py)
+    no_reminder_on_method_end: bool = False  # N16: 終了する on the method screen ends without the reminder
+    vague_pin_refusal: bool = False  # N10: refuses a face-auth card's PIN without pointing to face auth
+    pin_hint_to_face_auth: bool = False  # N7: tells a face-auth card holder to register "with the PIN"
+    no_photo_to_staff: bool = False  # N12: the visual check does not present the card's photo to staff
+    no_registration_wait: bool = False  # N17: no waiting screen while the registration completes
+    carer_cannot_consent: bool = False  # N14: refuses consent presses while someone else is in the frame
+    strand_several_faces: bool = False  # several faces: once a carer was seen, never decides again
+    age_by_year: bool = False  # N15: age as the difference of years (40 from 1 January, not the birthday)
+    pin_count_never_reset: bool = False  # N18: counts wrong PINs per card itself; a right PIN does not reset it
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -141,7 +202,8 @@ Input = CardInserted | CardRemoved | Press | EnterPin | Staff | Tick
 class Outcome:
     ok: bool
     code: str = ""
-    message: str = ""
+    message: str = ""  # Japanese, for the patient
+    message_en: str = ""
 
 
 OK = Outcome(True)
@@ -166,6 +228,7 @@ class Session:
     face_attempts: int = 0
     consents: dict[str, str] = field(default_factory=dict)
     alarm_raised: bool = False
+    several_faces_seen: bool = False
 
 
 S = Screen
@@ -247,6 +310,8 @@ TRANSITIONS: dict[tuple[Screen, str], str] = {
     (S.CONSENT_CHECKUP, "tick"): "_patient_timeout",
     (S.CONSENT_CHECKUP, "card_removed"): "_abort_removed",
 
+    (S.REGISTERING, "card_removed"): "_abort_removed",
+
     (S.QUERYING, "card_removed"): "_abort_removed",
 
     (S.DONE, "card_removed"): "_card_taken",
@@ -271,6 +336,15 @@ def age_years(birth: dt.date, today: dt.date) -> int:
     return years
 
 
+def _photo_format(photo: bytes) -> str:
+    """The card photo's format from its first bytes (never decoded here: biometric data)."""
+    if photo.startswith(b"\x00\x00\x00\x0cjP  ") or photo.startswith(b"\xff\x4f\xff\x51"):
+        return "jp2"
+    if photo.startswith(b"\xff\xd8"):
+        return "jpeg"
+    return "unknown"
+
+
 class ReaderFlow:
     """One reader's session flow. Not thread-safe: one loop feeds it inputs."""
 
@@ -285,13 +359,19 @@ class ReaderFlow:
         self.screen = Screen.IDLE
         self.mode = "face"
         self.session: Session | None = None
-        self.message = MESSAGES[Screen.IDLE]
+        self.text: Text = MESSAGES[Screen.IDLE]
         self._screen_since_ms = ports.clock.monotonic_ms()
+        self._wrong_pins: dict[bytes, int] = {}  # fault pin_count_never_reset only: the reader's own count
+
+    @property
+    def message(self) -> str:
+        return self.text.ja
 
     # -- public -------------------------------------------------------------------------------
     def start(self) -> None:
         """Announce the first screen (after boot)."""
-        self._emit("screen", id=self.screen.value, msg=self.message, buttons=",".join(self.buttons()))
+        self._emit("screen", id=self.screen.value, msg=self.text.ja, msg_en=self.text.en,
+                   buttons=",".join(self.buttons()), labels=self._labels())
 
     def handle(self, inp: Input) -> Outcome:
         name = TRANSITIONS.get((self.screen, inp.key))
@@ -301,26 +381,33 @@ class ReaderFlow:
             return getattr(self, name)(inp) or OK
         except Exception as exc:  # a bug or a port failing oddly must not wedge the reader
             log.exception("reader flow: %s on %s failed", inp, self.screen.value)
-            return self._fail("internal", f"internal error: {type(exc).__name__}", to=Screen.ERROR)
+            return self._fail("internal", Text("内部エラーが発生しました。", f"internal error: {type(exc).__name__}"),
+                              to=Screen.ERROR)
 
     def buttons(self) -> tuple[str, ...]:
         buttons = BUTTONS.get(self.screen, ())
-        if self.screen is Screen.METHOD_SELECT and self._is_face_auth_card() and not self.faults.offer_pin_to_face_auth:
+        if (self.screen is Screen.METHOD_SELECT and self._is_face_auth_card() and self.config.pin_button == "hidden"
+                and not self.faults.offer_pin_to_face_auth):
             buttons = tuple(b for b in buttons if b != "pin")
         return buttons
+
+    def _labels(self) -> str:
+        return ",".join(label(self.screen, b) for b in self.buttons())
 
     def state(self) -> dict[str, Any]:
         """What the SCREEN query reports."""
         out: dict[str, Any] = {"screen": self.screen.value, "buttons": ",".join(self.buttons()),
-                               "mode": self.mode, "msg": self.message}
+                               "mode": self.mode, "msg": self.text.ja, "msg_en": self.text.en,
+                               "labels": self._labels()}
         s = self.session
         out["card"] = s.card.profile if s and s.card else "none"
         if s and s.method:
             out["method"] = s.method
         if self.screen is Screen.CONSENT_CHECKUP:
-            out["age40"] = int(self._age40())
+            age40 = self._age40()
+            out["age40"] = "unknown" if age40 is None else int(age40)
         if self.screen is Screen.VISUAL_CHECK:
-            out["photo"] = int(bool(s and s.card and s.card.photo))
+            out["photo"] = int(self._photo_shown())
         return out
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -330,46 +417,60 @@ class ReaderFlow:
     def _emit(self, kind: str, /, **fields: Any) -> None:
         self._sink(FlowEvent(self._now(), kind, {k: v for k, v in fields.items() if v is not None}))
 
-    def _set_screen(self, screen: Screen, message: str | None = None) -> None:
+    def _say(self, text: Text) -> None:
+        """Change what the current screen says (no new screen)."""
+        self.text = text
+
+    def _set_screen(self, screen: Screen, text: Text | None = None, *, remind: bool = True) -> None:
         previous = self.screen
         self.screen = screen
-        self.message = message or MESSAGES[screen]
+        self.text = text or MESSAGES[screen]
+        reminding = screen in TAKE_CARD_SCREENS and remind and self.session is not None
+        if reminding:
+            self.text = self.text + TAKE_CARD  # N16: however the visit ends
         self._screen_since_ms = self._now()
-        self._emit("screen", id=screen.value, **{"from": previous.value}, msg=self.message,
-                   buttons=",".join(self.buttons()))
+        self._emit("screen", id=screen.value, **{"from": previous.value}, msg=self.text.ja, msg_en=self.text.en,
+                   buttons=",".join(self.buttons()), labels=self._labels())
+        if reminding:
+            self._emit("remind", what="take_card", msg=TAKE_CARD.ja, msg_en=TAKE_CARD.en)
 
-    def _refuse(self, action: str, code: str, message: str) -> Outcome:
-        self._emit("refused", action=action, code=code, msg=message)
-        return Outcome(False, code, message)
+    def _refuse(self, action: str, code: str, text: Text) -> Outcome:
+        self._emit("refused", action=action, code=code, msg=text.ja, msg_en=text.en)
+        return Outcome(False, code, text.ja, text.en)
 
     def _refused_by_table(self, inp: Input) -> Outcome:
         action = inp.key
         if isinstance(inp, Press):
             if inp.button not in self.buttons():
                 return self._refuse(action, "NOT_OFFERED",
-                                    f"button {inp.button!r} is not on screen {self.screen.value}")
+                                    Text("そのボタンはこの画面にはありません。",
+                                         f"button {inp.button!r} is not on screen {self.screen.value}"))
         if isinstance(inp, EnterPin) and self._is_face_auth_card():
             return self._pin_unavailable()
-        return self._refuse(action, "STATE", f"{action} is not possible on screen {self.screen.value}")
+        return self._refuse(action, "STATE", Text("この画面ではその操作はできません。",
+                                                  f"{action} is not possible on screen {self.screen.value}"))
 
-    def _fail(self, code: str, message: str, *, to: Screen = Screen.ERROR) -> Outcome:
+    def _fail(self, code: str, text: Text, *, to: Screen = Screen.ERROR) -> Outcome:
         """An error event, then a clean screen (ERROR waits for the card; IDLE when it is gone)."""
-        self._emit("error", code=code, msg=message)
+        self._emit("error", code=code, msg=text.ja, msg_en=text.en)
         if to is Screen.IDLE:
             self._to_idle()
         else:
-            self._set_screen(to, message)
+            self._set_screen(to, text)
         return OK
 
     def _is_face_auth_card(self) -> bool:
         s = self.session
         return bool(s and s.card and s.card.profile == FACE_AUTH)
 
-    def _age40(self) -> bool:
+    def _age40(self) -> bool | None:
+        """40 or over today by the card's birth date; None when the birth date was not read."""
         s = self.session
         if not (s and s.card and s.card.birth_date):
-            return False  # unknown age: the checkup item is not offered (as for under-40s)
-        return age_years(s.card.birth_date, self.ports.clock.today()) >= CHECKUP_MIN_AGE
+            return None
+        birth, today = s.card.birth_date, self.ports.clock.today()
+        years = today.year - birth.year if self.faults.age_by_year else age_years(birth, today)
+        return years >= CHECKUP_MIN_AGE
 
     def _pad_active(self) -> bool:
         return FEATURE_PAD in self.features and not self.faults.skip_pad
@@ -398,21 +499,24 @@ class ReaderFlow:
         except CardRemovedError:
             return self._abort_removed(inp)
         except CardUnreadable as exc:
-            self._emit("error", code="card_unreadable", msg=str(exc) or "card unreadable")
+            self._emit("error", code="card_unreadable", msg=MESSAGES[Screen.PLACE_AGAIN].ja,
+                       msg_en=str(exc) or "card unreadable")
             self.session = None
             self._set_screen(Screen.PLACE_AGAIN)
             return OK
         except CardError as exc:
-            return self._fail("card_error", f"card error: {exc}")
+            return self._fail("card_error", Text("カードを読み取れませんでした。受付職員にお声がけください。",
+                                                 f"card error: {exc}"))
         s.card = card
         try:
             status = self.ports.eligibility.status(card.certificate_der)
         except EligibilityUnavailable as exc:
-            return self._fail("eligibility_unavailable", f"eligibility service unavailable: {exc}")
+            return self._fail("eligibility_unavailable", _service_down(exc))
         if status.cert_status != "valid":
             return self._fail(f"cert_{status.cert_status}",
-                              f"The card's certificate is {status.cert_status.replace('_', ' ')}. "
-                              "Please ask the reception staff.")
+                              Text("このカードの電子証明書は使用できません。受付職員にお声がけください。",
+                                   f"The card's certificate is {status.cert_status.replace('_', ' ')}. "
+                                   "Please ask the reception staff."))
         s.registered = status.registered
         if card.photo:
             try:
@@ -426,7 +530,8 @@ class ReaderFlow:
 
     def _abort_removed(self, inp: Input) -> Outcome:
         self._emit("card", state="removed")
-        self._emit("error", code="card_removed", msg="The card was removed before the end.")
+        self._emit("error", code="card_removed", msg="最後まで操作する前にカードが取り除かれました。",
+                   msg_en="The card was removed before the end.")
         self._emit("session", result="aborted")
         self._to_idle()
         return OK
@@ -438,13 +543,16 @@ class ReaderFlow:
 
     def _end_by_patient(self, inp: Input) -> Outcome:
         self._emit("session", result="ended")
-        self._set_screen(Screen.DONE)
+        silent = self.screen is Screen.METHOD_SELECT and self.faults.no_reminder_on_method_end
+        self._set_screen(Screen.DONE, Text("終了しました。", "Ended."), remind=not silent)
         return OK
 
     def _patient_timeout(self, inp: Input) -> Outcome:
         if self._now() - self._screen_since_ms >= self.config.screen_timeout_ms:
             self._emit("session", result="timeout")
-            return self._fail("timeout", f"No input for {self.config.screen_timeout_ms // 1000} s.", to=Screen.DONE)
+            seconds = self.config.screen_timeout_ms // 1000
+            return self._fail("timeout", Text(f"{seconds}秒間操作がなかったため終了しました。",
+                                              f"No input for {seconds} s."), to=Screen.DONE)
         return OK
 
     def _reminder_tick(self, inp: Input) -> Outcome:
@@ -453,7 +561,7 @@ class ReaderFlow:
             return OK
         if self._now() - self._screen_since_ms >= self.config.card_reminder_ms:
             s.alarm_raised = True
-            self._emit("alarm", kind="card_left", msg="The card is still on the reader.")
+            self._emit("alarm", kind="card_left", msg=TAKE_CARD.ja, msg_en="The card is still on the reader.")
         return OK
 
     # -- handlers: face -----------------------------------------------------------------------
@@ -476,6 +584,9 @@ class ReaderFlow:
     def _face_tick(self, inp: Input) -> Outcome:
         s = self.session
         assert s is not None
+        stranded = s.several_faces_seen and self.faults.strand_several_faces
+        if stranded:
+            return OK  # the faulty reader keeps asking the carer to step out, for ever
         if self._now() - s.face_started_ms >= self.config.face_timeout_ms:
             return self._face_failed("timeout")
         obs = self.ports.face.attempt(s.enrollment, detect_attack=self._pad_active())
@@ -483,16 +594,24 @@ class ReaderFlow:
         score = None if obs.score is None else f"{obs.score:.3f}"
         if not obs.camera_ok:
             self._emit("face", outcome="camera_error", attempt=s.face_attempts, reason=obs.reason)
-            self._emit("error", code="camera_failure", msg=f"camera failure: {obs.reason}")
+            self._emit("error", code="camera_failure", msg="カメラが使用できません。", msg_en=f"camera failure: {obs.reason}")
             return self._face_failed("camera_failure")
         if obs.face_count == 0:
             self._emit("face", outcome="no_face", attempt=s.face_attempts, faces=0)
-            self.message = "Put your face in the frame."
+            self._say(MESSAGES[Screen.FACE_AUTH])
             return OK
-        if obs.face_count > 1 and not self.faults.match_carer:
-            self._emit("face", outcome="multiple_faces", attempt=s.face_attempts, faces=obs.face_count)
-            self.message = "Only the card holder in the frame, please."
-            return OK
+        if obs.face_count > 1:
+            s.several_faces_seen = True
+            if self.faults.match_carer:  # decides on the frame, not on the holder's face
+                self._emit("face", outcome="match", attempt=s.face_attempts, faces=obs.face_count, score=score)
+                self._emit("auth", method="face", result="ok")
+                return self._after_auth("face")
+            holder_found = self.config.several_faces == "match_holder" and obs.accepted and not obs.attack
+            if not holder_found:
+                # the face seen may be the carer's: not a failure of the holder, ask the others to step out
+                self._emit("face", outcome="multiple_faces", attempt=s.face_attempts, faces=obs.face_count)
+                self._say(ONLY_HOLDER)
+                return OK
         if obs.attack:
             self._emit("face", outcome="attack", attempt=s.face_attempts, faces=obs.face_count, score=score)
             return self._face_failed("presentation_attack")
@@ -505,24 +624,30 @@ class ReaderFlow:
                    retries_left=max(0, self.config.face_retries - s.face_failures))
         if s.face_failures >= self.config.face_retries:
             return self._face_failed("no_match")
-        self.message = "Face not recognised. Look at the camera again."
+        self._say(NOT_RECOGNISED)
         return OK
 
     def _face_failed(self, reason: str) -> Outcome:
         self._emit("auth", method="face", result="fail", reason=reason)
         if reason == "presentation_attack":
-            self._set_screen(Screen.STAFF_CALL, "Face authentication was refused. Please call the reception staff.")
+            self._set_screen(Screen.STAFF_CALL, Text("顔認証を行えませんでした。受付職員にお声がけください。",
+                                                     "Face authentication was refused. Please call the reception "
+                                                     "staff."))
         elif not self._is_face_auth_card() or self.faults.offer_pin_to_face_auth:
-            self._enter_pin_entry("Face authentication failed. Enter your PIN.")
+            self._enter_pin_entry(Text("顔認証を行えませんでした。暗証番号を入力してください。",
+                                       "Face authentication failed. Enter your PIN."))
         else:
-            self._set_screen(Screen.STAFF_CALL, "Face authentication failed. Please call the reception staff "
-                                                "for a visual check.")
+            self._set_screen(Screen.STAFF_CALL, Text("顔認証を行えませんでした。目視による確認のため、受付職員にお声がけください。",
+                                                     "Face authentication failed. Please call the reception staff "
+                                                     "for a visual check."))
         return OK
 
     # -- handlers: PIN ------------------------------------------------------------------------
     def _pin_unavailable(self) -> Outcome:
-        return self._refuse("pin", "PIN_UNAVAILABLE", "This is a face-authentication card: it has no PIN. "
-                                                      "Use face authentication, or ask the staff.")
+        if self.faults.vague_pin_refusal:
+            return self._refuse("pin", "PIN_UNAVAILABLE", Text("この操作はできません。", "Not possible."))
+        self._say(USE_FACE_AUTH)
+        return self._refuse("pin", "PIN_UNAVAILABLE", USE_FACE_AUTH)
 
     def _choose_pin(self, inp: Input) -> Outcome:
         if self._is_face_auth_card() and not self.faults.offer_pin_to_face_auth:
@@ -530,42 +655,50 @@ class ReaderFlow:
         self._enter_pin_entry()
         return OK
 
-    def _enter_pin_entry(self, message: str | None = None) -> None:
+    def _enter_pin_entry(self, text: Text | None = None) -> None:
         s = self.session
         if s and s.card and s.card.pin_tries_left == 0 and not self.faults.ignore_pin_lock:
             self._emit("auth", method="pin", result="fail", reason="pin_locked")
             self._set_screen(Screen.PIN_LOCKED)
             return
-        self._set_screen(Screen.PIN_ENTRY, message)
+        self._set_screen(Screen.PIN_ENTRY, text)
 
     def _pin_not_here(self, inp: Input) -> Outcome:
         if self._is_face_auth_card():
             return self._pin_unavailable()
-        return self._refuse("pin", "STATE", f"PIN entry is not possible on screen {self.screen.value}: "
-                                            "choose PIN first.")
+        return self._refuse("pin", "STATE", Text("先に「暗証番号を入力」を選んでください。",
+                                                 f"PIN entry is not possible on screen {self.screen.value}: "
+                                                 "choose PIN first."))
 
     def _verify_pin(self, inp: Input) -> Outcome:
         assert isinstance(inp, EnterPin)
         if self._is_face_auth_card() and not self.faults.offer_pin_to_face_auth:
             return self._pin_unavailable()
         if not PIN_RE.fullmatch(inp.digits):
-            return self._refuse("pin", "PIN_FORMAT", "The PIN has exactly 4 digits.")
+            return self._refuse("pin", "PIN_FORMAT", Text("暗証番号は4桁の数字です。", "The PIN has exactly 4 digits."))
         try:
             result = self.ports.card.verify_pin(inp.digits)
         except CardRemovedError:
             return self._abort_removed(inp)
         except CardError as exc:
-            return self._fail("card_error", f"card error during PIN verification: {exc}")
+            return self._fail("card_error", Text("暗証番号を確認できませんでした。受付職員にお声がけください。",
+                                                 f"card error during PIN verification: {exc}"))
         if result.ok:
             self._emit("pin", result="ok")
             self._emit("auth", method="pin", result="ok")
             return self._after_auth("pin")
         self._emit("pin", result="wrong", tries_left=result.tries_left)
-        if result.tries_left <= 0 and not self.faults.ignore_pin_lock:
+        locked = result.tries_left <= 0
+        if self.faults.pin_count_never_reset and self.session and self.session.card:
+            cert = self.session.card.certificate_der
+            self._wrong_pins[cert] = self._wrong_pins.get(cert, 0) + 1
+            locked = locked or self._wrong_pins[cert] >= 3
+        if locked and not self.faults.ignore_pin_lock:
             self._emit("auth", method="pin", result="fail", reason="pin_locked")
             self._set_screen(Screen.PIN_LOCKED)
         else:
-            self.message = f"Wrong PIN. {result.tries_left} tries left."
+            self._say(Text(f"暗証番号が違います。あと{result.tries_left}回間違えるとロックされます。",
+                           f"Wrong PIN. {result.tries_left} tries left."))
         return OK
 
     # -- handlers: staff / visual mode ----------------------------------------------------------
@@ -581,8 +714,22 @@ class ReaderFlow:
         self._set_mode("visual", "staff")
         return self._enter_visual_check()
 
+    def _photo_shown(self) -> bool:
+        s = self.session
+        return bool(s and s.card and s.card.photo) and not self.faults.no_photo_to_staff
+
     def _enter_visual_check(self) -> Outcome:
+        """N12: staff compare the person with the face photo recorded on the card, so the staff view
+        presents that photo. The event says so (format and size only: no image bytes leave the reader)."""
         self._set_screen(Screen.VISUAL_CHECK)
+        s = self.session
+        photo = s.card.photo if s and s.card else None
+        if self.faults.no_photo_to_staff:
+            return OK
+        if photo:
+            self._emit("staff_view", photo="shown", format=_photo_format(photo), bytes=len(photo))
+        else:
+            self._emit("staff_view", photo="none", reason="no readable photo on the card")
         return OK
 
     def _staff_face_retry(self, inp: Input) -> Outcome:
@@ -590,12 +737,18 @@ class ReaderFlow:
         return self._start_face()
 
     def _visual_confirm(self, inp: Input) -> Outcome:
+        s = self.session
+        if not (s and s.card and s.card.photo):  # nothing to compare the person with
+            return self._refuse("staff:confirm", "NO_PHOTO",
+                                Text("カードの顔写真を読み取れないため、目視による確認はできません。",
+                                     "The card's face photo could not be read: a visual check cannot be "
+                                     "confirmed."))
         self._emit("auth", method="visual", result="ok")
         return self._after_auth("visual")
 
     def _visual_reject(self, inp: Input) -> Outcome:
         self._emit("auth", method="visual", result="fail", reason="staff_rejected")
-        return self._fail("visual_rejected", "The staff could not confirm the identity.")
+        return self._fail("visual_rejected", Text("本人確認ができませんでした。", "The staff could not confirm the identity."))
 
     # -- after authentication -----------------------------------------------------------------
     def _after_auth(self, method: str) -> Outcome:
@@ -608,16 +761,25 @@ class ReaderFlow:
             except CardRemovedError:
                 return self._abort_removed(Tick())
             except CardError as exc:
-                return self._fail("terminal_auth_failed", f"terminal authorization failed: {exc}")
+                return self._fail("terminal_auth_failed", Text("カードを利用できませんでした。受付職員にお声がけください。",
+                                                               f"terminal authorization failed: {exc}"))
         if s.registered:
             self._set_screen(Screen.CONSENT_SURGERY)
             return OK
         if not self._registration_allowed(method):
-            return self._fail("registration_unavailable",
-                              "Registration after a visual check is not available on this reader. "
-                              "Register with face authentication or the PIN.")
+            return self._fail("registration_unavailable", self._visual_registration_refusal())
         self._set_screen(Screen.REGISTRATION)
         return OK
+
+    def _visual_registration_refusal(self) -> Text:
+        """Before the update (N7). A face-auth card has no PIN, so its holder is not sent to one."""
+        if self._is_face_auth_card() and not self.faults.pin_hint_to_face_auth:
+            return Text("この読み取り機では、目視による確認の後に保険証の利用登録はできません。顔認証で登録してください。",
+                        "Registration after a visual check is not available on this reader. "
+                        "Register with face authentication.")
+        return Text("この読み取り機では、目視による確認の後に保険証の利用登録はできません。顔認証または暗証番号で登録してください。",
+                    "Registration after a visual check is not available on this reader. "
+                    "Register with face authentication or the PIN.")
 
     def _registration_allowed(self, method: str) -> bool:
         if method != "visual":
@@ -629,43 +791,62 @@ class ReaderFlow:
         try:
             challenge = self.ports.eligibility.challenge()
         except EligibilityUnavailable as exc:
-            return self._fail("eligibility_unavailable", f"eligibility service unavailable: {exc}")
+            return self._fail("eligibility_unavailable", _service_down(exc))
         try:
             signature = self.ports.card.sign(challenge.nonce)
         except CardRemovedError:
             return self._abort_removed(Tick())
         except CardError as exc:
-            return self._fail("card_error", f"the card could not sign: {exc}")
+            return self._fail("card_error", Text("カードで署名できませんでした。受付職員にお声がけください。",
+                                                 f"the card could not sign: {exc}"))
         return challenge.id, signature
 
     def _register(self, inp: Input) -> Outcome:
         s = self.session
         assert s is not None and s.card is not None and s.method is not None
         if not self._registration_allowed(s.method):  # unreachable from the table; kept as a guard
-            return self._refuse("press:register", "FEATURE", "registration after a visual check needs "
-                                                             f"feature {FEATURE_VISUAL_REGISTRATION}")
+            return self._refuse("press:register", "FEATURE",
+                                Text("この読み取り機では登録できません。", "registration after a visual check needs "
+                                     f"feature {FEATURE_VISUAL_REGISTRATION}"))
+        if not self.faults.no_registration_wait:
+            self._set_screen(Screen.REGISTERING)  # N17: completing it may take a little time
         signed = self._signed()
         if isinstance(signed, Outcome):
             return signed
         try:
             result = self.ports.eligibility.register(signed[0], signed[1], s.card.certificate_der, s.method)
         except EligibilityUnavailable as exc:
-            return self._fail("eligibility_unavailable", f"eligibility service unavailable: {exc}")
+            return self._fail("eligibility_unavailable", _service_down(exc))
         if not result.ok:
             self._emit("registration", result="fail", method=s.method, code=result.code)
-            return self._fail(result.code, result.message or f"registration refused: {result.code}")
+            return self._fail(result.code, Text("保険証の利用登録ができませんでした。受付職員にお声がけください。",
+                                                result.message or f"registration refused: {result.code}"))
         s.registered = True
-        self._emit("registration", result="ok", method=s.method)
+        self._emit("registration", result="ok", method=s.method, msg=REGISTERED.ja, msg_en=REGISTERED.en)
         self._set_screen(Screen.CONSENT_SURGERY)
         return OK
 
     def _skip_registration(self, inp: Input) -> Outcome:
         self._emit("session", result="not_registered")
-        self._set_screen(Screen.DONE, "Not registered for health-insurance use. Please take your card.")
+        self._set_screen(Screen.DONE, Text("保険証として登録せずに終了しました。",
+                                           "Not registered for health-insurance use."))
         return OK
+
+    def _consent_blocked_by_carer(self, button: str) -> Outcome | None:
+        """Fault carer_cannot_consent: looks at the camera and refuses a press while others are in the frame."""
+        s = self.session
+        if not self.faults.carer_cannot_consent or s is None:
+            return None
+        obs = self.ports.face.attempt(s.enrollment, detect_attack=False)
+        if obs.face_count > 1:
+            return self._refuse(f"press:{button}", "ONLY_HOLDER", ONLY_HOLDER)
+        return None
 
     def _consent(self, inp: Input) -> Outcome:
         assert isinstance(inp, Press) and self.session is not None
+        blocked = self._consent_blocked_by_carer(inp.button)
+        if blocked is not None:
+            return blocked
         item = _CONSENT_ITEM[self.screen]
         self.session.consents[item] = inp.button
         self._emit("consent", item=item, choice=inp.button)
@@ -673,15 +854,23 @@ class ReaderFlow:
         return OK
 
     def _consent_checkup(self, inp: Input) -> Outcome:
+        """N15: one screen for everyone. ``refuse_under40`` refuses 同意する from a card known to be under
+        40; ``as_pressed`` passes it on. Unknown age: the patient's press is taken as it is."""
         assert isinstance(inp, Press) and self.session is not None
+        blocked = self._consent_blocked_by_carer(inp.button)
+        if blocked is not None:
+            return blocked
         over40 = self._age40()
         if inp.button == "consent":
-            if not over40 and not self.faults.skip_age_rule:
-                return self._refuse("press:consent", "UNDER_40", "Health-checkup information is shared from "
-                                    "age 40: choose \"don't consent / under 40\".")
+            refuse = over40 is False and self.config.checkup_consent == "refuse_under40"
+            if refuse and not self.faults.skip_age_rule:
+                return self._refuse("press:consent", "UNDER_40",
+                                    Text("健診情報の提供は40歳以上の方が対象です。「同意しない・40歳未満の方」を選んでください。",
+                                         "Health-checkup information is shared from age 40: choose "
+                                         "\"don't consent / under 40\"."))
             choice = "consent"
         else:
-            choice = "decline" if over40 else "under40"
+            choice = "under40" if over40 is False else "decline"
         self.session.consents["checkup"] = choice
         self._emit("consent", item="checkup", choice=choice)
         return self._query()
@@ -697,11 +886,16 @@ class ReaderFlow:
             result = self.ports.eligibility.query(signed[0], signed[1], s.card.certificate_der, s.method,
                                                   dict(s.consents))
         except EligibilityUnavailable as exc:
-            return self._fail("eligibility_unavailable", f"eligibility service unavailable: {exc}")
+            return self._fail("eligibility_unavailable", _service_down(exc))
         if not result.ok:
             self._emit("eligibility", result="fail", code=result.code)
-            return self._fail(result.code, result.message or f"eligibility refused: {result.code}")
+            return self._fail(result.code, Text("資格を確認できませんでした。受付職員にお声がけください。",
+                                                result.message or f"eligibility refused: {result.code}"))
         self._emit("eligibility", result="ok", transaction=result.transaction_id, method=s.method)
         self._emit("session", result="done", method=s.method)
         self._set_screen(Screen.DONE)
         return OK
+
+
+def _service_down(exc: Exception) -> Text:
+    return Text("資格確認サービスに接続できません。受付職員にお声がけください。", f"eligibility service unavailable: {exc}")

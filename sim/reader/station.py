@@ -4,6 +4,7 @@ process through ``ctx.spawn`` (tracked by PID), waits for its ``READY`` line and
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -58,8 +59,14 @@ def start_reader(ctx) -> None:
         args += ["--pcsc-reader", name]
     if ctx.options.get("reader_faults"):
         args += ["--faults", str(ctx.options["reader_faults"])]
+    # the notice's open choices (sim/reader/flow.py VARIANTS): a station option, else the environment
+    variant = ctx.options.get("reader_variant") or os.environ.get("FACEHIL_READER_VARIANT")
+    if variant:
+        args += ["--variant", str(variant)]
     ready = spawn_ready(ctx, "reader", ctx.python("sim.reader", *args))
     control = ready["control"]
     url = control if control.startswith("socket://") else f"serial:{control}"
     ctx.station["dut"] = {"adapter": "reference", "url": url, "supply": ready["supply"],
                           "firmware": ctx.firmware, "firmware_dir": str(Path(ctx.state_dir) / "firmware")}
+    if variant:
+        ctx.station["dut"]["variant"] = str(variant)
