@@ -122,6 +122,16 @@ def _check(source: str, key: str, value: Any, types, check: str) -> Any:
     return float(value) if check == "num>0" else value
 
 
+# The nightly-size plan (`facehil campaign run` without --plan): every usable deck card, four capture
+# conditions, two hard and one random impostor, each attack species once; at most 10 minutes.
+DEFAULT_PLAN = {
+    "campaign": {"max_minutes": 10.0},
+    "genuine": {"conditions": ["nominal", "glasses", "backlight", "low_light"], "repeats": 1},
+    "impostors": {"random_per_card": 1, "hard_per_card": 2, "hard_pool": 200, "conditions": ["nominal"]},
+    "attacks": {"species": list(ATTACK_SPECIES), "per_card": 1},
+}
+
+
 def load_plan(path: str | Path) -> Plan:
     path = Path(path)
     try:

@@ -63,7 +63,7 @@ def independent_trials(claim: Claim, expected: float = 0.0) -> tuple[int, int]:
     if expected <= 0:
         return n, 0
     while True:  # grows geometrically, then the bound is checked exactly
-        k = math.floor(expected * n)
+        k = math.ceil(expected * n)
         if rate_bounds(k, n, claim.confidence)[1] <= claim.max:
             break
         n = math.ceil(n * 1.1)
@@ -71,11 +71,11 @@ def independent_trials(claim: Claim, expected: float = 0.0) -> tuple[int, int]:
     lo = int(lo)
     while hi - lo > 1:  # the smallest n that works
         mid = (lo + hi) // 2
-        if rate_bounds(math.floor(expected * mid), mid, claim.confidence)[1] <= claim.max:
+        if rate_bounds(math.ceil(expected * mid), mid, claim.confidence)[1] <= claim.max:
             hi = mid
         else:
             lo = mid
-    return hi, math.floor(expected * hi)
+    return hi, math.ceil(expected * hi)
 
 
 def sample_size(claim: Claim, per_subject: int = 10, icc: float = 0.1, expected: float = 0.0) -> SampleSize:

@@ -129,7 +129,7 @@ def _fig_times(times: dict[str, dict]) -> str | None:
     fig = _new(7.5, 2.2)
     ax = fig.add_subplot()
     _style(ax)
-    ax.boxplot([v for _, v in series], vert=False, whis=(5, 95))
+    ax.boxplot([v for _, v in series], orientation="horizontal", whis=(5, 95))
     ax.set_yticks(range(1, len(series) + 1), [k for k, _ in series])
     ax.set_xscale("log")
     ax.set_xlabel("face screen to decision (ms, log scale; whiskers p5-p95)", fontsize=8)

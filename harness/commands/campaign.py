@@ -61,7 +61,8 @@ def _station(station_file: Path | None, firmware: str | None, faults: str | None
 
 
 @app.command()
-def run(plan: Path = typer.Option(None, "--plan", help="Campaign plan (TOML). Not with --resume."),
+def run(plan: Path = typer.Option(None, "--plan", help="Campaign plan (TOML); default: the nightly-size plan "
+                                                       "(harness/campaign/plan.py DEFAULT_PLAN). Not with --resume."),
         station: Path = typer.Option(None, "--station", help="Station file; default: start the simulated station."),
         db: str = typer.Option(None, "--db", help="Records database URL or path (default FACEHIL_DB / local file)."),
         report: Path = typer.Option(None, "--report", help="Write the campaign report (HTML) into this folder."),
@@ -73,16 +74,16 @@ def run(plan: Path = typer.Option(None, "--plan", help="Campaign plan (TOML). No
     """Run a campaign (or resume one) and print its figures and verdicts."""
     from harness.campaign.limits import parse_campaign_limits
     from harness.campaign.metrics import summarize_run
-    from harness.campaign.plan import PlanError, load_plan
+    from harness.campaign.plan import DEFAULT_PLAN, PlanError, load_plan, parse_plan
     from harness.campaign.session import CampaignError, open_devices, resume_campaign, start_campaign
     from harness.config import StationConfigError
     from harness.deck import DeckError, load_deck
     from harness.records import RecordsError, RecordStore
 
-    if (plan is None) == (resume is None):
+    if plan is not None and resume is not None:
         raise typer.BadParameter("give --plan PLAN.toml for a new campaign, or --resume RUN (not both)")
     try:
-        the_plan = load_plan(plan) if plan is not None else None
+        the_plan = load_plan(plan) if plan is not None else parse_plan(DEFAULT_PLAN, "default plan")
     except PlanError as exc:
         raise typer.BadParameter(str(exc)) from None
     try:
