@@ -29,13 +29,18 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import psutil
+
 from harness.fleet import RUN_JOB_TASK, BrokerSettings, make_app, rig_queue
 from harness.fleet_db import TERMINAL_JOB_STATES, FleetDB, FleetError, worker_identity
-from harness.records import utcnow
+from harness.commands.run import LOST_PREFIX
+from harness.records import DB_ENV, utcnow
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HEALTH_CHECK = "nightly -k test_health"
+DEFAULT_LOG_DIR_MAX_BYTES = 500 * 1024 * 1024
+LEASE_KILL_MARGIN_S = 2.0  # the suite is killed this long (at most ttl/10) before its lease would run out
 _PR_SET_PDEATHSIG = 1
 
 
@@ -54,6 +59,7 @@ class WorkerConfig:
     suite_timeout_s: float = 3 * 3600.0
     max_attempts: int = 3
     log_dir: str = ""
+    log_dir_max_bytes: int = DEFAULT_LOG_DIR_MAX_BYTES  # older jobs' logs are deleted beyond this
 
     def to_conf(self) -> dict:
         return asdict(self)
@@ -88,6 +94,44 @@ def file_sha256(path: Path) -> str | None:
         return None
 
 
+def lost_scenarios(out_log: Path) -> list[str]:
+    """The scenarios a `facehil run` named as not recorded (its "NOT RECORDED: " lines)."""
+    try:
+        text = out_log.read_text(errors="replace")
+    except OSError:
+        return []
+    return [line.split(LOST_PREFIX, 1)[1].strip() for line in text.splitlines() if LOST_PREFIX in line]
+
+
+def prune_logs(log_dir: Path, max_bytes: int, *, keep_prefix: str = "") -> list[Path]:
+    """Delete the oldest job logs until the folder holds at most `max_bytes` (files of the
+    running job, named `keep_prefix...`, are kept); returns what was deleted."""
+    files = []
+    for path in log_dir.iterdir():
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if path.is_file():
+            files.append((st.st_mtime, st.st_size, path))
+    total = sum(size for _, size, _ in files)
+    deleted = []
+    for _, size, path in sorted(files):
+        if total <= max_bytes:
+            break
+        if keep_prefix and path.name.startswith(keep_prefix):
+            continue
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        total -= size
+        deleted.append(path)
+    if deleted:
+        log.info("deleted %d old log file(s) from %s (budget %d bytes)", len(deleted), log_dir, max_bytes)
+    return deleted
+
+
 # ---------------------------------------------------------------------------------------------
 # Running one job (in the Celery pool process)
 
@@ -99,36 +143,100 @@ def _die_with_parent() -> None:
     _libc_prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-class LeaseKeeper(threading.Thread):
-    """Renews the rig lease every ttl/3; on a failed renewal, kills the running suite."""
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a suite and everything it started (pytest, a simulated station): the suite may not
+    go on driving a rig it no longer holds, and nothing of it may outlive it."""
+    try:
+        top = psutil.Process(proc.pid)
+        procs = [top, *top.children(recursive=True)]
+    except psutil.Error:
+        procs = []
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    if proc.poll() is None:
+        proc.kill()
 
-    def __init__(self, db: FleetDB, cfg: WorkerConfig, holder: str, job_id: str):
+
+class LeaseKeeper(threading.Thread):
+    """Renews the rig lease every ttl/3 and holds the suite to it.
+
+    The suite is killed when the lease is lost (someone else holds it) and when it cannot be
+    renewed before it runs out: the database refuses connections, or hangs (a paused server
+    answers nothing, so each renewal runs in its own thread and the keeper goes by its own
+    clock). The lease is counted from the start of the last successful renewal, which is no
+    later than the database's own count, so the suite stops before any other job can take
+    the rig."""
+
+    def __init__(self, db: FleetDB, cfg: WorkerConfig, holder: str, job_id: str, *,
+                 acquired_monotonic: float | None = None):
         super().__init__(name=f"lease-{cfg.rig}", daemon=True)
         self.db, self.cfg, self.holder, self.job_id = db, cfg, holder, job_id
         self.lost = threading.Event()
+        self.reason: str | None = None
         self._halt = threading.Event()
         self.proc: subprocess.Popen | None = None
         self.on_tick = None  # callable run after each renewal (run-id discovery)
+        ttl_s = cfg.lease_ttl_s
+        self.valid_until = (time.monotonic() if acquired_monotonic is None else acquired_monotonic) + ttl_s
+        # stop the suite this long before the lease would expire (the kill itself takes a moment)
+        self.kill_margin_s = min(LEASE_KILL_MARGIN_S, ttl_s / 10)
+        self._box: dict | None = None  # the renewal call in flight (or the last one)
 
     def run(self) -> None:
-        while not self._halt.wait(self.cfg.lease_ttl_s / 3):
-            try:
-                ok = self.db.renew(self.cfg.rig, self.holder, self.job_id, self.cfg.lease_ttl_s)
-            except Exception as exc:  # the DB is away: keep trying until the lease runs out
-                log.warning("lease renewal for %s failed: %s", self.cfg.rig, exc)
+        ttl_s = self.cfg.lease_ttl_s
+        wait_s = ttl_s / 3
+        while not self._halt.wait(wait_s):
+            outcome, detail, started = self._renew(deadline=self.valid_until - self.kill_margin_s)
+            if outcome is True:
+                self.valid_until = started + ttl_s
+                wait_s = ttl_s / 3
                 continue
-            if not ok:
-                log.error("lease on %s lost; stopping the suite", self.cfg.rig)
-                self.lost.set()
-                proc = self.proc
-                if proc is not None and proc.poll() is None:
-                    proc.kill()
+            if outcome is False:
+                self._stop_suite(f"lease on {self.cfg.rig} lost to another holder")
                 return
-            if self.on_tick is not None:
-                try:
-                    self.on_tick()
-                except Exception as exc:
-                    log.debug("progress update failed: %s", exc)
+            remaining_s = self.valid_until - self.kill_margin_s - time.monotonic()
+            if remaining_s <= 0:
+                self._stop_suite(f"lease on {self.cfg.rig} could not be renewed before it ran out ({detail})")
+                return
+            log.warning("lease renewal for %s failed (%s); %.1f s left", self.cfg.rig, detail, remaining_s)
+            wait_s = min(ttl_s / 10, remaining_s)  # try again soon
+
+    def _renew(self, deadline: float) -> tuple[bool | None, str, float]:
+        """(True: renewed, False: the lease is not ours, None: an error or no answer by the
+        deadline; the reason; when the call started)."""
+        box = self._box
+        if box is None or box["done"].is_set():  # else the previous call still hangs: wait for it
+            box = self._box = {"done": threading.Event(), "started": time.monotonic()}
+            threading.Thread(target=self._call, args=(box,), name=f"lease-renew-{self.cfg.rig}",
+                             daemon=True).start()
+        if not box["done"].wait(max(0.0, deadline - time.monotonic())):
+            return None, "the database did not answer", box["started"]
+        if "error" in box:
+            return None, (str(box["error"]).strip().splitlines() or ["error"])[0], box["started"]
+        return bool(box["ok"]), "", box["started"]
+
+    def _call(self, box: dict) -> None:
+        try:
+            box["ok"] = self.db.renew(self.cfg.rig, self.holder, self.job_id, self.cfg.lease_ttl_s)
+        except Exception as exc:  # the database is away
+            box["error"] = exc
+        box["done"].set()
+        if box.get("ok") and self.on_tick is not None:
+            try:
+                self.on_tick()
+            except Exception as exc:
+                log.debug("progress update failed: %s", exc)
+
+    def _stop_suite(self, reason: str) -> None:
+        self.reason = reason
+        log.error("%s; stopping the suite", reason)
+        self.lost.set()
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            kill_tree(proc)
 
     def stop(self) -> None:
         self._halt.set()
@@ -141,6 +249,7 @@ class StepResult:
     rc: int | None  # None: timed out
     run_ids: list[int]
     log_path: Path
+    lost: list[str] = field(default_factory=list)  # finished scenarios the suite could not record
 
 
 class JobRunner:
@@ -170,7 +279,8 @@ class JobRunner:
             db.finish_job(job_id, "lost", detail="delivered after its deadline; not run")
             return "lost"
         holder = worker_identity()
-        if not self._wait_for_lease(db, job_id, holder, job.deadline_at):
+        acquired = self._wait_for_lease(db, job_id, holder, job.deadline_at)
+        if acquired is None:
             return db.job(job_id).state
         try:
             job = db.start_attempt(job_id, holder)
@@ -182,7 +292,7 @@ class JobRunner:
             if job.attempts > 1:
                 log.warning("job %s: attempt %d (the previous worker was lost)", job_id, job.attempts)
             db.set_rig_state(cfg.rig, "busy")
-            keeper = LeaseKeeper(db, cfg, holder, job_id)
+            keeper = LeaseKeeper(db, cfg, holder, job_id, acquired_monotonic=acquired)
             keeper.start()
             try:
                 return self._health_then_suite(db, job, keeper)
@@ -193,17 +303,25 @@ class JobRunner:
             db.finish_job(job_id, "failed", detail=f"worker error: {exc}")
             return "failed"
         finally:
-            db.release(cfg.rig, holder, job_id)
-            db.set_rig_state(cfg.rig, "online")
+            try:
+                db.release(cfg.rig, holder, job_id)
+                db.set_rig_state(cfg.rig, "online")
+            except Exception as exc:  # the database is away: the lease runs out by itself
+                log.error("could not release rig %s: %s", cfg.rig, exc)
 
-    def _wait_for_lease(self, db: FleetDB, job_id: str, holder: str, deadline_at) -> bool:
-        """Take the lease, waiting for another job's lease to end (or a dead holder's to expire).
+    def _wait_for_lease(self, db: FleetDB, job_id: str, holder: str, deadline_at) -> float | None:
+        """Take the lease, waiting for another job's lease to end (or a dead holder's to expire);
+        returns the monotonic time the successful attempt started (the lease counts from there),
+        None if the job ended meanwhile.
 
         A lease held for this very job is either a duplicate delivery (the job finishes and we
         skip it) or a lost worker's (its lease expires and we run the job again): wait either way."""
         cfg = self.cfg
         logged = False
-        while not db.acquire(cfg.rig, holder, job_id, cfg.lease_ttl_s):
+        while True:
+            attempt_at = time.monotonic()
+            if db.acquire(cfg.rig, holder, job_id, cfg.lease_ttl_s):
+                return attempt_at
             info = db.lease(cfg.rig)
             if not logged:
                 log.info("job %s waits for rig %s: lease held by %s for job %s until %s", job_id, cfg.rig,
@@ -212,11 +330,10 @@ class JobRunner:
             if deadline_at is not None and db.now() > deadline_at:
                 db.finish_job(job_id, "lost", detail=f"rig held by job {info.job_id} ({info.holder}) "
                                                      f"until past the deadline")
-                return False
+                return None
             if db.job(job_id).state in TERMINAL_JOB_STATES:
-                return False
+                return None
             time.sleep(min(1.0, cfg.lease_ttl_s / 4))
-        return True
 
     def _health_then_suite(self, db: FleetDB, job, keeper: LeaseKeeper) -> str:
         cfg, job_id = self.cfg, job.id
@@ -230,7 +347,7 @@ class JobRunner:
         health_run = health.run_ids[-1] if health.run_ids else None
         db.update_job(job_id, health_run_id=health_run)
         if keeper.lost.is_set():
-            db.finish_job(job_id, "aborted", detail="lease lost during the health check")
+            db.finish_job(job_id, "aborted", detail=f"lease lost during the health check: {keeper.reason}")
             return "aborted"
         if health.rc != 0:
             what = "timed out" if health.rc is None else f"exited {health.rc}"
@@ -261,7 +378,8 @@ class JobRunner:
         last_run = result.run_ids[-1] if result.run_ids else None
         db.set_last(cfg.rig, job_id, last_run)
         if keeper.lost.is_set():
-            db.finish_job(job_id, "aborted", detail="lease lost: the suite was stopped", exit_status=result.rc)
+            db.finish_job(job_id, "aborted", detail=f"lease lost: the suite was stopped ({keeper.reason})",
+                          exit_status=result.rc)
             return "aborted"
         if result.rc == 0:
             state, detail = "passed", None
@@ -269,6 +387,10 @@ class JobRunner:
             state, detail = "failed", f"suite timed out after {cfg.suite_timeout_s:.0f} s (log {result.log_path})"
         elif result.rc < 0:
             state, detail = "aborted", f"suite killed by signal {-result.rc} (log {result.log_path})"
+        elif result.lost:
+            shown = ", ".join(result.lost[:10]) + (", ..." if len(result.lost) > 10 else "")
+            state, detail = "failed", (f"suite exited {result.rc}: {len(result.lost)} scenario(s) not recorded in "
+                                       f"the database: {shown} (log {result.log_path})")
         else:
             state, detail = "failed", f"suite exited {result.rc} (log {result.log_path})"
         if last_run is None and state == "passed":
@@ -293,8 +415,12 @@ class JobRunner:
         stem = f"{job_id}-{attempt}-{phase}"  # one log per attempt: a lost attempt's log stays
         pytest_log = self.log_dir / f"{stem}.pytest.log"
         out_log = self.log_dir / f"{stem}.log"
-        argv = [*cfg.run_command, *args, "--station", cfg.station_file, "--db", cfg.db_url,
-                "--log", str(pytest_log), *extra]
+        results = self.log_dir / f"{stem}.results.jsonl"
+        prune_logs(self.log_dir, cfg.log_dir_max_bytes, keep_prefix=f"{job_id}-")
+        # the database URL (and its password) goes through the environment: never on a command
+        # line that `ps` shows or this log records
+        argv = [*cfg.run_command, *args, "--station", cfg.station_file, "--record", "--log", str(pytest_log),
+                "--results", str(results), *extra]
         since = utcnow()
         known: list[int] = []
 
@@ -307,12 +433,16 @@ class JobRunner:
 
         keeper.on_tick = discover
         log.info("job %s %s: %s", job_id, phase, shlex.join(argv))
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TERM="dumb", COLUMNS="120")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TERM="dumb", COLUMNS="120", **{DB_ENV: cfg.db_url})
+        if keeper.lost.is_set():  # the lease ran out between two steps: do not start on the rig
+            return StepResult(None, [], out_log)
         with open(out_log, "wb") as fh:
             # same process group as the worker: stopping the worker's unit stops the suite too
             proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     env=env, preexec_fn=_die_with_parent)
             keeper.proc = proc
+            if keeper.lost.is_set():  # lost while the suite was starting
+                kill_tree(proc)
             try:
                 rc: int | None = proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
@@ -327,7 +457,7 @@ class JobRunner:
                 keeper.proc = None
                 keeper.on_tick = None
         discover()
-        return StepResult(rc, list(known), out_log)
+        return StepResult(rc, list(known), out_log, lost_scenarios(out_log))
 
 
 def run_job_task(task, job_id: str) -> str:

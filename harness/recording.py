@@ -38,6 +38,9 @@ _CHECKED_KEY = pytest.StashKey[int]()  # how many of the item's measurements wer
 LIMITS_KEY = pytest.StashKey[dict]()
 MEASURE_PLUGIN_NAME = "facehil-measure"
 RECORDING_PLUGIN_NAME = "facehil-recording"
+# the session's exit status when a finished scenario could not be written to the records DB;
+# above pytest's own codes (0-5) so that a fleet worker and a shell can tell it apart
+RECORDS_LOST_EXIT = 6
 
 
 # ---------------------------------------------------------------------------------------------
@@ -79,6 +82,14 @@ def annotate_run(config: pytest.Config, **fields: Any) -> None:
 def current_run_id(config: pytest.Config) -> int | None:
     rec = config.pluginmanager.get_plugin(RECORDING_PLUGIN_NAME)
     return rec.run_id if rec is not None else None
+
+
+def recording_state(config: pytest.Config, nodeid: str | None = None) -> tuple[bool | None, list[str]]:
+    """(was `nodeid` written to the database, the session's lost node ids); None when not recording."""
+    rec = config.pluginmanager.get_plugin(RECORDING_PLUGIN_NAME)
+    if rec is None:
+        return None, []
+    return (None if nodeid is None else not rec.is_unsent(nodeid)), list(rec.lost)
 
 
 def register(config: pytest.Config) -> None:
@@ -269,6 +280,18 @@ def _facehil_version() -> str | None:
         return None
 
 
+def _mask_arg(arg: str) -> str:
+    """A command-line argument as the records may keep it: a URL's password hidden."""
+    if "://" not in arg:
+        return arg
+    from harness.records import mask_url
+
+    option, sep, value = arg.partition("=")
+    if sep and option.startswith("-"):  # --db=URL
+        return f"{option}={mask_url(value)}"
+    return mask_url(arg)
+
+
 def run_info_from_config(config: pytest.Config, suite: str):
     from harness.records import RunInfo
 
@@ -280,7 +303,7 @@ def run_info_from_config(config: pytest.Config, suite: str):
         station_file_hash=_sha256_file(station_path) if station_path else None,
         facehil_version=_facehil_version(),
         git_sha=_git_sha(),
-        extra={"args": [str(a) for a in config.invocation_params.args],
+        extra={"args": [_mask_arg(str(a)) for a in config.invocation_params.args],
                "python": sys.version.split()[0], "cwd": os.getcwd()},
     )
 
@@ -290,7 +313,12 @@ def _utc(ts: float | None) -> datetime | None:
 
 
 class RecordingPlugin:
-    """Writes one run and its scenarios into a RecordStore."""
+    """Writes one run and its scenarios into a RecordStore.
+
+    A scenario that cannot be written (the database went away) is kept and written again
+    before the next scenario and at the end of the session; one still unwritten at the end is
+    *lost*: it is named in the summary and the session exits RECORDS_LOST_EXIT, so a run with a
+    gap in its records never passes."""
 
     def __init__(self, config: pytest.Config, store, suite: str, heartbeat_interval_s: float = 30.0):
         self.config, self.store, self.suite = config, store, suite
@@ -299,11 +327,15 @@ class RecordingPlugin:
         self._interval_s = heartbeat_interval_s
         self._pending: dict[str, dict[str, pytest.TestReport]] = {}
         self._recorded = 0
-        self._lost: list[str] = []
+        self._unsent: list = []  # ScenarioResults not yet in the database, oldest first
+        self.lost: list[str] = []  # node ids never recorded (final at session finish)
 
     def annotate(self, **fields: Any) -> None:
         if self.run_id is not None:
             self.store.annotate_run(self.run_id, **fields)
+
+    def is_unsent(self, nodeid: str) -> bool:
+        return any(r.nodeid == nodeid for r in self._unsent)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -313,31 +345,41 @@ class RecordingPlugin:
         self._heartbeat = Heartbeat(self.store, self.run_id, self._interval_s).start()
         log.info("recording run %s", self.run_id)
 
+    @pytest.hookimpl(tryfirst=True)  # before the run's event stream reports the scenario finished
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         phases = self._pending.setdefault(report.nodeid, {})
         phases[report.when] = report
         if report.when == "teardown":
             del self._pending[report.nodeid]
-            self._record(report.nodeid, phases)
+            self._unsent.append(self._result(report.nodeid, phases))
+            self._flush()
 
-    def _record(self, nodeid: str, phases: dict[str, pytest.TestReport]) -> None:
+    def _result(self, nodeid: str, phases: dict[str, pytest.TestReport]):
         from harness.records import ScenarioResult
 
         payload = getattr(phases["teardown"], "facehil", None) or {}
         starts = [r.start for r in phases.values() if getattr(r, "start", None)]
         stops = [r.stop for r in phases.values() if getattr(r, "stop", None)]
-        result = ScenarioResult(
+        return ScenarioResult(
             nodeid=nodeid, outcome=scenario_outcome(phases), flow=payload.get("flow"),
             params=payload.get("params"), duration_ms=sum(r.duration for r in phases.values()) * 1000.0,
             started_at=_utc(min(starts)) if starts else None, ended_at=_utc(max(stops)) if stops else None,
             longrepr=_summary(phases), measurements=payload.get("measurements", []),
             face_matches=payload.get("face_matches", []))
-        try:
-            self.store.record_scenario(self.run_id, result)
+
+    def _flush(self) -> bool:
+        """Write the unsent scenarios in order; stop at the first failure (the database is away)."""
+        while self._unsent:
+            result = self._unsent[0]
+            try:
+                self.store.record_scenario(self.run_id, result)
+            except Exception as exc:  # the run goes on; written later, or named as lost at the end
+                log.error("could not record %s (%d scenario(s) waiting): %s", result.nodeid, len(self._unsent),
+                          exc)
+                return False
+            self._unsent.pop(0)
             self._recorded += 1
-        except Exception as exc:  # the run goes on; the loss is reported at the end
-            log.error("could not record %s: %s", nodeid, exc)
-            self._lost.append(nodeid)
+        return True
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -345,22 +387,30 @@ class RecordingPlugin:
             self._heartbeat.stop()
         if self.run_id is None:
             return
-        code = int(exitstatus)
+        if not self._flush():
+            self.lost = [r.nodeid for r in self._unsent]
+            session.exitstatus = RECORDS_LOST_EXIT
+        code = int(session.exitstatus)
         status = {0: "passed", 1: "failed", 2: "aborted", 3: "aborted"}.get(code, "failed")
         reason = {2: "interrupted", 3: "pytest internal error", 4: "usage error",
                   5: "no tests collected"}.get(code)
+        if self.lost:
+            reason = f"{len(self.lost)} scenario(s) not recorded: {', '.join(self.lost)}"
         try:
             self.store.finish_run(self.run_id, status, exit_status=code, reason=reason)
-        except Exception as exc:
+        except Exception as exc:  # left 'running': the next open of the database marks it aborted
             log.error("could not finish run %s: %s", self.run_id, exc)
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config):
-        from sqlalchemy.engine import make_url
+        from harness.records import mask_url
 
-        url = make_url(self.store.url).render_as_string(hide_password=True)
+        url = mask_url(self.store.url)
         terminalreporter.write_sep("-", f"facehil: run {self.run_id} recorded ({self._recorded} scenario(s)) in {url}")
-        for nodeid in self._lost:
+        for nodeid in self.lost:
             terminalreporter.write_line(f"NOT RECORDED: {nodeid}", red=True)
+        if self.lost:
+            terminalreporter.write_line(f"{len(self.lost)} scenario(s) not recorded: exit status "
+                                        f"{RECORDS_LOST_EXIT}", red=True)
 
     def pytest_unconfigure(self, config):
         self.store.close()

@@ -20,6 +20,7 @@ import fcntl
 import logging
 import math
 import os
+import re
 import socket
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,6 +42,12 @@ SCENARIO_OUTCOMES = ("passed", "failed", "error", "skipped", "xfailed", "xpassed
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 DB_ENV = "FACEHIL_DB"
 LONGREPR_MAX_CHARS = 4000
+# A PostgreSQL URL gets a connect timeout (and a TCP user timeout, for writes whose packets are
+# never acknowledged) unless its query string sets them: an unreachable or paused server must
+# fail a connect in seconds, not hang a run for the kernel's TCP timeouts.
+CONNECT_TIMEOUT_ENV = "FACEHIL_DB_CONNECT_TIMEOUT_S"
+DEFAULT_CONNECT_TIMEOUT_S = 10
+TCP_USER_TIMEOUT_MS = 30000
 
 
 class RecordsError(RuntimeError):
@@ -263,9 +270,21 @@ def normalize_url(url_or_path: str) -> str:
         try:
             make_url(url_or_path)
         except Exception as exc:  # sqlalchemy raises ArgumentError with a terse message
-            raise RecordsError(f"not a database URL: {url_or_path!r} ({exc})") from None
+            raise RecordsError(f"not a database URL: {mask_url(url_or_path)!r} ({exc})") from None
         return url_or_path
     return f"sqlite:///{Path(url_or_path).expanduser().resolve()}"
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def mask_url(url: str) -> str:
+    """A URL safe to show or record: its password replaced by ***."""
+    try:
+        u = make_url(url)
+    except Exception:  # not a URL SQLAlchemy parses: hide anything that looks like user:password@
+        return _URL_PASSWORD.sub(r"\1***@", url)
+    return u.render_as_string(hide_password=True) if u.password else url
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -293,7 +312,24 @@ def _create_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {}
+    if backend == "postgresql":
+        defaults = {"connect_timeout": str(pg_connect_timeout_s()), "tcp_user_timeout": str(TCP_USER_TIMEOUT_MS)}
+        query = make_url(url).query
+        connect_args = {k: v for k, v in defaults.items() if k not in query}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def pg_connect_timeout_s() -> int:
+    """FACEHIL_DB_CONNECT_TIMEOUT_S (whole seconds, libpq's unit; at least 2, libpq's minimum) or 10."""
+    raw = os.environ.get(CONNECT_TIMEOUT_ENV)
+    if not raw:
+        return DEFAULT_CONNECT_TIMEOUT_S
+    try:
+        value = int(float(raw))
+    except ValueError:
+        raise RecordsError(f"{CONNECT_TIMEOUT_ENV} must be a number of seconds, got {raw!r}") from None
+    return max(2, value)
 
 
 def alembic_config(url: str, connection: Connection | None = None):
@@ -363,7 +399,7 @@ class RecordStore:
         except RecordsError:
             raise
         except Exception as exc:
-            raise RecordsError(f"cannot open records database {make_url(self.url).render_as_string()}: "
+            raise RecordsError(f"cannot open records database {mask_url(self.url)}: "
                                f"{exc}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         if mark_stale:
@@ -525,7 +561,7 @@ class RecordStore:
         with self.session() as s:
             run = s.get(Run, run_id)
             if run is None:
-                raise RecordsError(f"no run {run_id} in {make_url(self.url).render_as_string()}")
+                raise RecordsError(f"no run {run_id} in {mask_url(self.url)}")
             scenarios = s.execute(select(Scenario).where(Scenario.run_id == run_id)
                                   .order_by(Scenario.id)).scalars().all()
             measurements = s.execute(select(MeasurementRow).where(MeasurementRow.run_id == run_id)

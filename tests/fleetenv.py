@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 import tomllib
 from dataclasses import dataclass, field
@@ -27,10 +28,14 @@ CLI = [sys.executable, "-m", "harness.cli"]
 STATION_OPTIONS = {"deck": "placer"}
 
 
-def cli_env() -> dict[str, str]:
+def cli_env(db_url: str | None = None) -> dict[str, str]:
+    """The environment of a facehil command; the database URL (with its password) goes in
+    FACEHIL_DB, as hardware.md tells a lab to pass it, never on a command line."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="200", TERM="dumb")
     for var in ("FACEHIL_DB", "FACEHIL_BROKER", "PCSCLITE_CSOCK_NAME"):
         env.pop(var, None)
+    if db_url:
+        env["FACEHIL_DB"] = db_url
     return env
 
 
@@ -59,12 +64,12 @@ class WorkerProc:
     def start(self) -> WorkerProc:
         with open(self.station, "rb") as fh:
             socket_path = tomllib.load(fh).get("pcsc", {}).get("socket")
-        env = cli_env()
+        env = cli_env(self.db_url)
         if socket_path:  # what a rig host's environment gives its worker: its own pcscd
             env["PCSCLITE_CSOCK_NAME"] = socket_path
         self.log_dir.mkdir(parents=True, exist_ok=True)
         argv = [*CLI, "worker", "--station", str(self.station), "--name", self.rig, "--tags", self.tags,
-                "--broker", self.broker_url, "--db", self.db_url, "--lease-ttl", str(LEASE_TTL_S),
+                "--broker", self.broker_url, "--lease-ttl", str(LEASE_TTL_S),
                 "--heartbeat", str(HEARTBEAT_S), "--visibility-timeout", str(VISIBILITY_TIMEOUT_S),
                 "--restore-interval", "1", "--log-dir", str(self.log_dir / self.rig)]
         if self.health:
@@ -122,16 +127,54 @@ def fleet_cli(*args: str, broker_url: str, db_url: str, timeout_s: float = 300.0
     argv = [*CLI, "fleet", *args]
     if args and args[0] == "run":
         argv += ["--broker", broker_url]
-    argv += ["--db", db_url]
-    return subprocess.run(argv, capture_output=True, text=True, env=cli_env(), timeout=timeout_s)
+    return subprocess.run(argv, capture_output=True, text=True, env=cli_env(db_url), timeout=timeout_s)
 
 
 def fleet_run_popen(*args: str, broker_url: str, db_url: str, log_path: Path) -> subprocess.Popen:
-    argv = [*CLI, "fleet", "run", *args, "--broker", broker_url, "--db", db_url]
+    argv = [*CLI, "fleet", "run", *args, "--broker", broker_url]
     fh = open(log_path, "wb")
-    proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=cli_env())
+    proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=cli_env(db_url))
     fh.close()
     return proc
+
+
+# A stand-in for `facehil run` (tests/test_fleet_worker.py, test_db_outage.py): it records a run
+# the way the records plugin does (into FACEHIL_DB, as the worker passes it) and exits with the
+# code the test asks for. FAKE_PID_FILE: where it writes its pid; FAKE_SUITE_SLEEP_S: how long
+# the suite phase lasts; FAKE_LOST: node ids it reports as not recorded (exit 6).
+FAKE_RUN = textwrap.dedent("""
+    import argparse, hashlib, os, signal, socket, sys, time
+    from harness.records import RecordStore, RunInfo
+    p = argparse.ArgumentParser()
+    p.add_argument("suite"); p.add_argument("-k"); p.add_argument("--station"); p.add_argument("--record",
+    action="store_true"); p.add_argument("--log"); p.add_argument("--results")
+    a = p.parse_args()
+    phase = "health" if a.k == "test_health" else "suite"
+    rc = int(os.environ.get(f"FAKE_{phase.upper()}_RC", "0"))
+    if os.environ.get("FAKE_PID_FILE"):
+        with open(os.environ["FAKE_PID_FILE"], "a") as fh:
+            fh.write(f"{phase} {os.getpid()}\\n")
+    with RecordStore(os.environ["FACEHIL_DB"]) as store:
+        digest = hashlib.sha256(open(a.station, "rb").read()).hexdigest()
+        run = store.start_run(RunInfo(suite=a.suite, station_file_hash=digest,
+                                      reader_firmware=os.environ.get("FAKE_FIRMWARE", "1.4.0")))
+        if phase == "suite" and os.environ.get("FAKE_STEAL"):
+            from sqlalchemy import text
+            with store.engine.begin() as c:
+                c.execute(text("UPDATE fleet_leases SET holder='thief', job_id='other'"))
+            time.sleep(30)
+        if phase == "suite" and os.environ.get("FAKE_SELF_KILL"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        if phase == "suite":
+            time.sleep(float(os.environ.get("FAKE_SUITE_SLEEP_S", "0")))
+        lost = [n for n in os.environ.get("FAKE_LOST", "").split(",") if n] if phase == "suite" else []
+        for nodeid in lost:
+            print(f"NOT RECORDED: {nodeid}")
+        rc = 6 if lost else rc
+        store.finish_run(run, "passed" if rc == 0 else "failed", exit_status=rc)
+    sys.exit(rc)
+""")
 
 
 BATCH_RE = re.compile(r"batch ([0-9a-f-]{36})")

@@ -3,14 +3,20 @@ records database, two simulated stations (a private pcscd each) and a `facehil w
 each, running suites through the real `facehil run`.
 
 The tests share one fleet and run in file order: the quarantine test breaks rig-b's station on
-purpose, the last one kills rig-a's worker.
+purpose, the killed-worker test kills rig-a's worker. The database URL carries a password (the
+throwaway cluster accepts any): it must show in no command line, log or record.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import time
+from pathlib import Path
+
+import psutil
 
 import pytest
 import redis
@@ -31,6 +37,10 @@ HEALTH = "nightly -k test_health"  # the workers' health check
 SUBSET = "test_health"  # the nightly subset the fleet runs
 LONG_SUBSET = "test_health or test_standard_card"  # long enough to kill mid-suite
 RIGS = ("rig-a", "rig-b")
+DB_SECRET = "pw-8c41f7e2"
+# A killed worker's lease expires at most one TTL after its last renewal (which came before the
+# kill); the margin covers this test's 0.1 s polling and a loaded machine's scheduling.
+LEASE_RELEASE_MARGIN_S = 2.0
 
 
 def _skip_unless_available() -> None:
@@ -44,7 +54,8 @@ def _skip_unless_available() -> None:
 def fleet(redis_server, pg_cluster, tmp_path_factory):  # noqa: F811
     """Two rigs, each a simulated station served by its own worker."""
     _skip_unless_available()
-    env = Fleet(tmp_path_factory.mktemp("fleet"), redis_server, pg_cluster.create_database())
+    url = pg_cluster.create_database().replace("facehil@", f"facehil:{DB_SECRET}@")
+    env = Fleet(tmp_path_factory.mktemp("fleet"), redis_server, url)
     env.start({"rig-a": "sim,lab1", "rig-b": "sim"}, health=HEALTH)
     try:
         yield env
@@ -149,7 +160,28 @@ def test_failed_health_check_quarantines_the_rig(fleet):
     assert "quarantined" in line, status.stdout
 
 
+def _session_cmdlines(leader_pid: int) -> dict[int, bytes]:
+    """The command line of every process in a worker's session (worker, pool, suite, pytest)."""
+    out = {}
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == leader_pid:
+                out[proc.pid] = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        except (OSError, psutil.Error):
+            continue
+    return out
+
+
+def _journal(path: Path) -> list[str]:
+    """The node ids the suite's own `facehil run` reported finished (its --results file)."""
+    if not path.exists():
+        return []
+    return [json.loads(line)["nodeid"] for line in path.read_text().splitlines() if line.strip()]
+
+
 def test_killed_worker_mid_suite(fleet):
+    """hardware.md: a dead worker's lease expires by itself after --lease-ttl; the run it was
+    recording is marked aborted and everything recorded before stays."""
     db = fleet.db()
     before = {rid: v for rid, v in _scenario_counts(db).items() if v[0] != "running"}
     log_path = fleet.root / "fleet-run-kill.log"
@@ -158,29 +190,45 @@ def test_killed_worker_mid_suite(fleet):
     try:
         batch = wait_until(lambda: BATCH_RE.search(log_path.read_text(errors="replace")), 60,
                            "`fleet run` to enqueue").group(1)
+        journal_dir = fleet.root / "logs" / "rig-a"
 
         def suite_underway():
             [job] = db.jobs(batch)
             if job.state != "running" or job.phase != "suite" or not job.run_ids:
                 return None
-            n = sum(db.store.scenario_counts([job.run_ids[-1]])[job.run_ids[-1]].values())
-            return (job, n) if n >= 1 else None
+            finished = _journal(journal_dir / f"{job.id}-{job.attempts}-suite.results.jsonl")
+            return (job, finished) if finished else None
 
-        job, recorded = wait_until(suite_underway, 240, "rig-a's suite to record a scenario", poll_s=0.1)
+        job, _ = wait_until(suite_underway, 240, "rig-a's suite to finish a scenario", poll_s=0.1)
         killed_run = job.run_ids[-1]
         holder = db.lease("rig-a").holder
-        fleet.workers["rig-a"].kill()
+        worker = fleet.workers["rig-a"]
+        cmdlines = _session_cmdlines(worker.pid)
+        assert len(cmdlines) >= 4, cmdlines  # worker, pool process, `facehil run`, pytest
+        for pid, cmdline in cmdlines.items():
+            assert DB_SECRET.encode() not in cmdline, f"the database password is in `ps` for pid {pid}"
+        worker.kill()
+        killed_at = time.monotonic()
+        killed_db = db.now()
+        finished = _journal(journal_dir / f"{job.id}-{job.attempts}-suite.results.jsonl")
 
-        # the lease is not released by anyone: it expires by itself
-        assert db.lease("rig-a").live and db.lease("rig-a").holder == holder
-        wait_until(lambda: not db.lease("rig-a").live, LEASE_TTL_S * 4, "the dead worker's lease to expire")
+        # the lease is not released by anyone: it expires by itself, within its TTL of the kill
+        lease = db.lease("rig-a")
+        assert lease.live and lease.holder == holder
+        assert (lease.expires_at - killed_db).total_seconds() <= LEASE_TTL_S
+        wait_until(lambda: not db.lease("rig-a").live, LEASE_TTL_S + LEASE_RELEASE_MARGIN_S,
+                   "the dead worker's lease to expire", poll_s=0.1)
+        released_after_s = time.monotonic() - killed_at
+        print(f"lease released {released_after_s:.2f} s after the worker was killed (TTL {LEASE_TTL_S} s)")
         assert db.job(job.id).state == "running"  # nobody finished it: the job is still owed
 
-        # the killed run is recorded as aborted; what was recorded before stays
+        # the killed run is recorded as aborted; every scenario the suite saw finish is in it
         with FleetDB.open(fleet.db_url) as fresh:  # opening a store marks runs of dead processes aborted
             data = fresh.store.load_run(killed_run)
             assert data.run.status == "aborted", data.run.abort_reason
-            assert len(data.scenarios) >= recorded
+            in_db = [s.nodeid for s in data.scenarios]
+            missing = [n for n in finished if n not in in_db]
+            assert not missing, f"finished before the kill but not recorded: {missing} (recorded: {in_db})"
             after = _scenario_counts(fresh)
         for rid, v in before.items():
             assert after[rid] == v, f"run {rid} changed after the kill: {v} -> {after[rid]}"
@@ -199,3 +247,21 @@ def test_killed_worker_mid_suite(fleet):
         if runner.poll() is None:
             runner.send_signal(signal.SIGINT)
             runner.wait(timeout=30)
+
+
+def test_database_password_is_in_no_log_or_record(fleet):
+    logs = [p for p in fleet.root.rglob("*") if p.is_file() and p.suffix in (".log", ".jsonl")]
+    assert any(p.name.endswith(".pytest.log") for p in logs) and any(p.name.startswith("worker-") for p in logs)
+    for path in logs:
+        assert DB_SECRET not in path.read_text(errors="replace"), f"the database password is in {path}"
+    db = fleet.db()
+    runs = db.store.list_runs(1000)
+    assert runs
+    for run in runs:
+        assert DB_SECRET not in json.dumps(run.extra), f"the database password is in run {run.id}'s extra"
+        assert DB_SECRET not in (run.abort_reason or "")
+    with db.session() as s:
+        from harness.fleet_db import Job
+
+        for job in s.query(Job).all():
+            assert DB_SECRET not in (job.detail or ""), job.id

@@ -8,40 +8,21 @@ firmware mismatch) is reached deterministically and fast.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
-import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from fleetenv import FAKE_RUN
 from harness.fleet import BrokerSettings
 from harness.fleet_db import FleetDB
 from harness.fleet_worker import JobRunner, WorkerConfig, file_sha256
 from harness.records import Run
 
-FAKE_RUN = textwrap.dedent("""
-    import argparse, hashlib, os, signal, socket, sys, time
-    from harness.records import RecordStore, RunInfo
-    p = argparse.ArgumentParser()
-    p.add_argument("suite"); p.add_argument("-k"); p.add_argument("--station"); p.add_argument("--db")
-    p.add_argument("--log")
-    a = p.parse_args()
-    phase = "health" if a.k == "test_health" else "suite"
-    rc = int(os.environ.get(f"FAKE_{phase.upper()}_RC", "0"))
-    with RecordStore(a.db) as store:
-        digest = hashlib.sha256(open(a.station, "rb").read()).hexdigest()
-        run = store.start_run(RunInfo(suite=a.suite, station_file_hash=digest,
-                                      reader_firmware=os.environ.get("FAKE_FIRMWARE", "1.4.0")))
-        if phase == "suite" and os.environ.get("FAKE_STEAL"):
-            from sqlalchemy import text
-            with store.engine.begin() as c:
-                c.execute(text("UPDATE fleet_leases SET holder='thief', job_id='other'"))
-            time.sleep(30)
-        if phase == "suite" and os.environ.get("FAKE_SELF_KILL"):
-            os.kill(os.getpid(), signal.SIGKILL)
-        store.finish_run(run, "passed" if rc == 0 else "failed", exit_status=rc)
-    sys.exit(rc)
-""")
 
 
 @pytest.fixture
@@ -190,3 +171,77 @@ def test_job_delivered_after_its_deadline_is_reported_not_run(rig):
     assert JobRunner(cfg).run(job_id) == "lost"
     assert db.job(job_id).detail == "delivered after its deadline; not run"
     assert not _runs(db)
+
+
+def test_lost_records_fail_the_job_naming_them(rig, monkeypatch):
+    # a suite that finished but could not write two scenarios to the database exits 6 and names
+    # them ("NOT RECORDED: ..."): the job fails and says which
+    cfg, db = rig
+    monkeypatch.setenv("FAKE_LOST", "scenarios/test_a.py::test_one,scenarios/test_a.py::test_two[mask]")
+    job_id = _job(db)
+    assert JobRunner(cfg).run(job_id) == "failed"
+    detail = db.job(job_id).detail
+    assert "suite exited 6: 2 scenario(s) not recorded in the database" in detail
+    assert "scenarios/test_a.py::test_one, scenarios/test_a.py::test_two[mask]" in detail
+
+
+def test_worker_log_folder_stays_within_its_budget(rig):
+    cfg, db = rig
+    cfg.log_dir_max_bytes = 4096
+    log_dir = Path(cfg.log_dir)
+    log_dir.mkdir(parents=True)
+    old = [log_dir / f"old{i}-1-suite.pytest.log" for i in range(5)]
+    for i, path in enumerate(old):  # five earlier jobs' logs, 2 kB each, oldest first
+        path.write_bytes(b"x" * 2048)
+        os.utime(path, (1_000_000 + i, 1_000_000 + i))
+    for n in range(2):
+        assert JobRunner(cfg).run(_job(db, f"j{n}")) == "passed"
+    left = sorted(p.name for p in log_dir.iterdir())
+    total = sum(p.stat().st_size for p in log_dir.iterdir())
+    last_job = sum(p.stat().st_size for p in log_dir.iterdir() if p.name.startswith("j1-"))
+    assert total <= cfg.log_dir_max_bytes + last_job, left
+    assert not old[0].exists() and not old[1].exists(), left  # the oldest go first
+    assert any(p.startswith("j1-1-suite") for p in left), left  # the newest job's logs stay
+
+
+def test_database_password_stays_out_of_the_worker_log_and_command_lines(rig, pg_cluster, monkeypatch, caplog,
+                                                                         tmp_path):
+    # the cluster trusts every login, so any password works; it must never be shown
+    cfg, _ = rig
+    secret = "pw-5d1e0c9a"
+    url = pg_cluster.create_database().replace("facehil@", f"facehil:{secret}@")
+    cfg.db_url = url
+    with FleetDB.open(url) as db:
+        station = Path(cfg.station_file)
+        db.register_rig("rig-a", tags=["sim"], host="h", station_file=str(station), station_hash=file_sha256(station),
+                        worker="w", heartbeat_interval_s=10)
+        pids = tmp_path / "pids"
+        monkeypatch.setenv("FAKE_PID_FILE", str(pids))
+        monkeypatch.setenv("FAKE_SUITE_SLEEP_S", "3")
+        job_id = _job(db)
+        cmdlines = []
+
+        def sample() -> None:  # the suite's command line as `ps` shows it, while it runs
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(cmdlines) < 2:
+                for line in pids.read_text().splitlines() if pids.exists() else []:
+                    pid = int(line.split()[1])
+                    if all(pid != p for p, _ in cmdlines):
+                        try:
+                            cmdlines.append((pid, Path(f"/proc/{pid}/cmdline").read_bytes()))
+                        except OSError:
+                            pass
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=sample)
+        watcher.start()
+        with caplog.at_level(logging.DEBUG, logger="harness"):
+            assert JobRunner(cfg).run(job_id) == "passed"
+        watcher.join()
+        assert len(cmdlines) == 2, cmdlines  # the health check and the suite were both seen running
+        for _, cmdline in cmdlines:
+            assert secret.encode() not in cmdline
+        assert "--station" in caplog.text and secret not in caplog.text
+        for path in Path(cfg.log_dir).iterdir():
+            assert secret not in path.read_text(errors="replace"), path
+        assert len(db.store.list_runs(10)) == 2  # and the runs were recorded through FACEHIL_DB

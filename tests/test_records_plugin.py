@@ -267,3 +267,19 @@ def test_a_killed_session_keeps_what_it_recorded(pytester, db_url, tmp_path):
     assert data.run.status == "aborted" and "is gone" in data.run.abort_reason
     assert [s.nodeid for s in data.scenarios] == ["test_killed.py::test_one", "test_killed.py::test_two"]
     assert [m.value for m in data.measurements] == [1.0, 2.0]
+
+
+@pytest.mark.postgres
+def test_a_database_password_given_on_the_command_line_is_not_recorded(pytester, pg_cluster):
+    secret = "pw-0b7a93d4"
+    url = pg_cluster.create_database().replace("facehil@", f"facehil:{secret}@")  # the cluster trusts any
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    # both spellings at once (the last one wins): `--db URL` and `--db=URL`
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--db", url, f"--db={url}")
+    assert result.ret == 0
+    assert secret not in result.stdout.str()
+    with RecordStore(url) as store:
+        [run] = store.list_runs(10)
+    args = run.extra["args"]
+    assert not any(secret in a for a in args), args
+    assert sum("facehil:***@127.0.0.1" in a for a in args) == 2, args

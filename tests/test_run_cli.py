@@ -12,7 +12,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.commands.run import RunOptions, pytest_command, run_suite
+from harness.commands.run import RunOptions, child_env, pytest_command, run_suite
 from harness.suites import FLOW_FILES, SUITES, Suite, get_suite, scenarios_path
 
 runner = CliRunner()
@@ -33,12 +33,14 @@ def test_pytest_command_maps_every_option(tmp_path):
                                     junit=tmp_path / "j.xml", keyword="face", faults="match_carer"))
     assert cmd[1:3] == ["-m", "pytest"]
     assert cmd[cmd.index("-m", 3) + 1] == "health or smoke"
-    for pair in (["--station", str(station)], ["--db", "sqlite:///x.db"], ["-k", "face"], ["--faults", "match_carer"],
+    for pair in (["--station", str(station)], ["-k", "face"], ["--faults", "match_carer"],
                  ["--suite", "smoke"], ["-p", "harness.commands.run_events"]):
         i = cmd.index(pair[0]) if pair[0] != "-p" else cmd.index("harness.commands.run_events") - 1
         assert cmd[i:i + 2] == pair
     assert f"--junitxml={tmp_path / 'j.xml'}" in cmd
-    assert "--record" not in cmd  # --db given: no default database
+    # the database URL travels in FACEHIL_DB, never on pytest's command line
+    assert "--record" in cmd and "--db" not in cmd and not any("x.db" in a for a in cmd)
+    assert child_env(RunOptions(suite="smoke", db="sqlite:///x.db"))["FACEHIL_DB"] == "sqlite:///x.db"
     report_only = pytest_command(RunOptions(suite="nightly", report_dir=tmp_path))
     assert "--record" in report_only and "-m" not in report_only[3:]
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from harness.fleet import BROKER_ENV, DEFAULT_VISIBILITY_TIMEOUT_S, BrokerSettings, Snapshot, batch_passed, \
     enqueue, follow, make_app
 from harness.fleet_db import FleetDB, FleetError, Job
-from harness.records import DB_ENV, RecordsError
+from harness.records import DB_ENV, RecordsError, mask_url
 
 app = typer.Typer(no_args_is_help=True)
 worker_app = typer.Typer(invoke_without_command=True)
@@ -31,6 +31,9 @@ def _db_url(db: str | None) -> str:
     if not url:
         console.print(f"[red]no database:[/red] give --db postgresql://... (or set {DB_ENV})")
         raise typer.Exit(2)
+    if db and mask_url(db) != db:
+        console.print(f"[yellow]--db carries a password, which `ps` shows to every user of this host: "
+                      f"set {DB_ENV} instead[/yellow]")
     return url
 
 
@@ -205,6 +208,8 @@ def worker(station: Path = typer.Option(..., "--station", help="This rig's stati
                                                   help="Seconds between sweeps for lost workers' jobs."),
            suite_timeout: float = typer.Option(3 * 3600.0, "--suite-timeout", help="Seconds a suite may run."),
            log_dir: Path = typer.Option(None, "--log-dir", help="Suite logs (default ~/.local/state/facehil/fleet)."),
+           log_dir_max_mb: float = typer.Option(500.0, "--log-dir-max-mb", help="Older jobs' logs are deleted once "
+                                                                              "the log folder holds more."),
            run_command: str = typer.Option(None, "--run-command", help="Command that runs a suite, e.g. to wrap it "
                                                                         "(default: this facehil's `run`)."),
            loglevel: str = typer.Option("INFO", "--loglevel"),
@@ -221,7 +226,8 @@ def worker(station: Path = typer.Option(..., "--station", help="This rig's stati
                            broker=BrokerSettings(_broker_url(broker), visibility_timeout, restore_interval),
                            tags=_split(tags), health_check=health or DEFAULT_HEALTH_CHECK,
                            lease_ttl_s=lease_ttl, heartbeat_interval_s=heartbeat, suite_timeout_s=suite_timeout,
-                           log_dir=str(log_dir.resolve()) if log_dir else "")
+                           log_dir=str(log_dir.resolve()) if log_dir else "",
+                           log_dir_max_bytes=int(log_dir_max_mb * 1024 * 1024))
         if run_command:
             cfg.run_command = shlex.split(run_command)
         serve(cfg, loglevel=loglevel)

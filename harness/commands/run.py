@@ -4,11 +4,15 @@ pytest runs in a subprocess (its own PC/SC client state, its own simulated stati
 cleanly on Ctrl-C) with the facehil plugin and `harness.commands.run_events`, which streams
 results back over a pipe. pytest's own output goes to a log file; the terminal shows a rich
 progress bar, each non-passing scenario as it happens, and a per-flow summary.
-Exit status: pytest's (0 only when every scenario passed or was skipped).
+Exit status: pytest's (0 only when every scenario passed or was skipped), or 6 when a finished
+scenario could not be written to the records database (each one is named: "NOT RECORDED").
+The database URL reaches pytest through FACEHIL_DB, never its command line: a password in it
+must not show in `ps`, in the logged command or in the run's recorded arguments.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,10 +27,12 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from harness.commands.run_events import EVENTS_FD_ENV
+from harness.records import DB_ENV
 from harness.suites import SUITES, get_suite
 
 app = typer.Typer(no_args_is_help=True)
@@ -46,6 +52,8 @@ class RunOptions:
     keyword: str | None = None
     faults: str | None = None
     log_path: Path | None = None
+    record: bool = False  # record into FACEHIL_DB (or the default file) without --db
+    results_path: Path | None = None  # one JSON line per finished scenario, written as each finishes
     extra_args: list[str] = field(default_factory=list)
 
 
@@ -57,6 +65,10 @@ class RunResult:
     run_id: int | None
     log_path: Path
     report_path: Path | None = None
+    lost: list[str] = field(default_factory=list)  # scenarios that finished but are not in the database
+
+
+LOST_PREFIX = "NOT RECORDED: "  # one line per lost scenario in the output (a fleet worker reads them)
 
 
 def pytest_command(opts: RunOptions) -> list[str]:
@@ -66,10 +78,9 @@ def pytest_command(opts: RunOptions) -> list[str]:
            "-p", "no:cacheprovider", "-q", "-rfEs", "--suite", suite.name]
     if opts.station:
         cmd += ["--station", str(opts.station)]
-    if opts.db:
-        cmd += ["--db", opts.db]
-    elif opts.report_dir:
-        cmd += ["--record"]  # a report is built from a recorded run: FACEHIL_DB or the default file
+    if opts.db or opts.record or opts.report_dir:
+        # FACEHIL_DB carries --db (child_env); a report is built from a recorded run
+        cmd += ["--record"]
     if opts.junit:
         cmd += [f"--junitxml={opts.junit}"]
     if opts.keyword:
@@ -79,17 +90,27 @@ def pytest_command(opts: RunOptions) -> list[str]:
     return cmd + list(opts.extra_args)
 
 
+def child_env(opts: RunOptions) -> dict[str, str]:
+    """pytest's environment: the database URL goes here, not on its command line."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if opts.db:
+        env[DB_ENV] = opts.db
+    return env
+
+
 class _Display:
     """Turns the child's event lines into the progress bar and the summary."""
 
-    def __init__(self, progress: Progress, task):
+    def __init__(self, progress: Progress, task, results_fh=None):
         self.progress, self.task = progress, task
+        self.results_fh = results_fh  # the run's own account of what finished, kept apart from the database
         self.counts: Counter = Counter()
         self.by_flow: dict[str, Counter] = defaultdict(Counter)
         self.problems: list[dict] = []
         self.measure_fails: list[tuple[str, dict]] = []
         self.run_id: int | None = None
         self.exitstatus: int | None = None
+        self.lost: list[str] = []
 
     def handle(self, line: str) -> None:
         try:
@@ -103,6 +124,9 @@ class _Display:
             self.progress.update(self.task, description=_short(ev["nodeid"]))
         elif kind == "result":
             outcome = ev["outcome"]
+            if self.results_fh is not None:
+                self.results_fh.write(json.dumps({k: ev.get(k) for k in ("nodeid", "outcome", "recorded")}) + "\n")
+                self.results_fh.flush()
             self.counts[outcome] += 1
             self.by_flow[ev.get("flow") or "-"][outcome] += 1
             self.progress.advance(self.task)
@@ -110,6 +134,9 @@ class _Display:
             for m in ev.get("measurements") or []:
                 if m.get("outcome") in ("FAIL", "MARGINAL"):
                     self.measure_fails.append((ev["nodeid"], m))
+            if ev.get("recorded") is False:
+                self.progress.console.print(f"[red]not yet recorded[/red] {escape(ev['nodeid'])} (the records "
+                                            "database is unreachable; written again later)")
             if outcome not in ("passed",):
                 self.problems.append(ev)
                 style = _STYLE.get(outcome, "red")
@@ -121,6 +148,7 @@ class _Display:
         elif kind == "finish":
             self.run_id = ev.get("run_id")
             self.exitstatus = ev.get("exitstatus")
+            self.lost = list(ev.get("lost") or [])
 
     def _tally(self) -> None:
         c = self.counts
@@ -142,13 +170,14 @@ def run_suite(opts: RunOptions, out: Console | None = None) -> RunResult:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = pytest_command(opts)
     read_fd, write_fd = os.pipe()
-    env = dict(os.environ, **{EVENTS_FD_ENV: str(write_fd), "PYTHONUNBUFFERED": "1"})
+    env = dict(child_env(opts), **{EVENTS_FD_ENV: str(write_fd)})
     started = time.monotonic()
     progress = Progress(SpinnerColumn(), TextColumn("{task.description:<70}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[tally]}"), TimeElapsedColumn(), console=out, transient=False)
-    with open(log_path, "wb") as log_fh, progress:
+    results_cm = open(opts.results_path, "a", encoding="utf-8") if opts.results_path else contextlib.nullcontext()
+    with open(log_path, "wb") as log_fh, results_cm as results_fh, progress:
         task = progress.add_task(f"starting {opts.suite}", total=None, tally="")
-        display = _Display(progress, task)
+        display = _Display(progress, task, results_fh)
         proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env=env, pass_fds=(write_fd,))
         os.close(write_fd)
@@ -166,7 +195,8 @@ def run_suite(opts: RunOptions, out: Console | None = None) -> RunResult:
         reader.join(timeout=5)
         progress.update(task, description=f"{opts.suite} finished")
     wall_s = time.monotonic() - started
-    result = RunResult(exit_code=rc, wall_s=wall_s, counts=display.counts, run_id=display.run_id, log_path=log_path)
+    result = RunResult(exit_code=rc, wall_s=wall_s, counts=display.counts, run_id=display.run_id, log_path=log_path,
+                       lost=display.lost)
     _summary(out, opts, display, result)
     if opts.report_dir:
         result.report_path = _write_report(out, opts, display.run_id)
@@ -194,6 +224,10 @@ def _summary(out: Console, opts: RunOptions, display: _Display, result: RunResul
         colour = "red" if m.get("outcome") == "FAIL" else "yellow"
         out.print(f"[{colour}]{m.get('outcome')}[/{colour}] {m.get('name')} = {m.get('value')} "
                   f"{m.get('unit') or ''} ({_short(nodeid)})")
+    for nodeid in result.lost:
+        out.print(f"[red]{LOST_PREFIX}[/red]{escape(nodeid)}", soft_wrap=True)
+    if result.lost:
+        out.print(f"[red]{len(result.lost)} finished scenario(s) are not in the records database[/red]")
     c = result.counts
     verdict = "[green]PASS[/green]" if result.exit_code == 0 else f"[red]FAIL (exit {result.exit_code})[/red]"
     out.print(f"{verdict} {opts.suite}: {c['passed']} passed, {c['failed']} failed, {c['error']} errors, "
@@ -224,19 +258,23 @@ def _write_report(out: Console, opts: RunOptions, run_id: int | None) -> Path | 
 def _suite_command(name: str):
     def command(
         station: Path = typer.Option(None, "--station", help="Station file; without it the simulated station is started."),
-        db: str = typer.Option(None, "--db", help="Record the run into this DB (SQLite path or URL, e.g. postgresql://...)."),
+        db: str = typer.Option(None, "--db", help="Record the run into this DB (SQLite path or URL, e.g. postgresql://...); "
+                                                  "a URL with a password is better given in FACEHIL_DB with --record."),
+        record: bool = typer.Option(False, "--record", help="Record the run into FACEHIL_DB (or the default SQLite file)."),
         report: Path = typer.Option(None, "--report", help="Write the HTML report into this folder."),
         junit: Path = typer.Option(None, "--junit", help="Write JUnit XML to this file."),
         keyword: str = typer.Option(None, "-k", help="Only scenarios matching this pytest -k expression."),
         faults: str = typer.Option(None, "--faults", help="Simulated station only: reader faults NAME,... to inject."),
         log: Path = typer.Option(None, "--log", help="pytest's own output (default: REPORT/pytest.log or a temp file)."),
+        results: Path = typer.Option(None, "--results", help="Append one JSON line per finished scenario to this file "
+                                                             "(nodeid, outcome, recorded), as each finishes."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the pytest command line and exit."),
     ) -> None:
         if station is not None and not station.is_file():
             console.print(f"[red]station file not found:[/red] {station}")
             raise typer.Exit(2)
         opts = RunOptions(suite=name, station=station, db=db, report_dir=report, junit=junit, keyword=keyword,
-                          faults=faults, log_path=log)
+                          faults=faults, log_path=log, record=record, results_path=results)
         if dry_run:
             print(" ".join(pytest_command(opts)))
             return
