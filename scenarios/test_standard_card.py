@@ -1,7 +1,10 @@
 """The standard My Number Card: face or PIN; the PIN locks after 3 wrong entries; a failed face
-authentication falls back to the PIN."""
+authentication falls back to the PIN; switched to face-auth and back in place (N4), it stays
+registered and its PIN works again."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
@@ -122,3 +125,62 @@ def test_failed_face_falls_back_to_pin(cards, visit):
     assert ok.get("result") == "ok", f"the PIN after a failed face auth was refused: {ok.fields}"
     v.consents()
     assert v.finish().get("method") == "pin"
+
+
+# -- N4: switched in place at the municipality -----------------------------------------------------
+
+@pytest.fixture
+def municipality(station):
+    """``switch(card, to, pin=None)``: the municipality switches a deck card in place (same card, new
+    profile) and gives it back. Only the simulated station's cards can be switched from here (a lab
+    takes a real card to the counter); every switched card is switched back to its deck profile."""
+    from harness.commands.sim_card import switch_card
+
+    done: list[tuple] = []
+
+    def switch(card, to: str, pin: str | None = None):
+        cfg = next((c for c in station.cards if c.id == card.id), None)
+        if cfg is None or not cfg.control or not station.station.simulated:
+            pytest.skip(f"switching card {card.id} in place needs the simulated station's card control "
+                        "([[cards]] control): a real card is switched at the municipality")
+        switch_card(cfg.persona, to, control=cfg.control, pin=pin)
+        done.append((cfg, card))
+        return dataclasses.replace(card, profile=to, pin=pin if to == STANDARD else None)
+
+    yield switch
+    for cfg, card in reversed(done):  # back to what the session's deck says, whatever failed
+        from sim.card.persona import Persona
+
+        if Persona.load(cfg.persona).profile != card.profile:
+            switch_card(cfg.persona, card.profile, control=cfg.control, pin=card.pin)
+
+
+def _amendment_field(card) -> list[tuple[str, bool]]:
+    """The card's printed amendment field (追記欄) as its persona file records it: (text, struck)."""
+    import tomllib
+
+    doc = tomllib.loads(card.persona.read_text(encoding="utf-8"))
+    default = [{"text": "顔認証"}] if doc.get("profile") == "face-auth" else []
+    return [(a["text"], bool(a.get("struck", False))) for a in doc.get("amendments", default)]
+
+
+@pytest.mark.clause("N3", "N4", "N8")
+def test_switched_in_place_stays_registered_and_the_pin_works_again(cards, visit, municipality):
+    """Standard -> face-auth at the municipality: 「顔認証」 in the amendment field, the reader reads a
+    face-auth card, authenticates its holder by face and does not ask to register it again. Switched
+    back: 「顔認証」 struck through, and the PIN works again."""
+    card = pick(cards, STANDARD, registered=True, index=-1)
+    face_auth = municipality(card, "face-auth")
+    assert ("顔認証", False) in _amendment_field(face_auth), f"no 「顔認証」 on {card.id}: {_amendment_field(face_auth)}"
+    v = visit(face_auth)
+    complete_visit(v, method="face")  # place() checks the reader read it as face-auth
+    screens = [e.get("id") for e in v.events() if e.kind == "screen"]
+    assert "registration" not in screens, f"the switched card, registered before, was asked to register: {screens}"
+
+    standard = municipality(face_auth, STANDARD, pin=card.pin)  # the holder sets a PIN again
+    field = _amendment_field(standard)
+    assert ("顔認証", True) in field and ("顔認証", False) not in field, f"「顔認証」 not struck through: {field}"
+    v = visit(standard)
+    assert complete_visit(v, method="pin").get("method") == "pin"
+    screens = [e.get("id") for e in v.events() if e.kind == "screen"]
+    assert "registration" not in screens, f"the card switched back was asked to register: {screens}"

@@ -109,8 +109,9 @@ def clauses(db: str = typer.Option(None, "--db", help=DB_HELP),
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(1)
     colour = {"pass": "green", "fail": "red", "not run": "yellow", "untested": "magenta"}
-    table = Table("clause", "the notice says", "scenarios", "status",
-                  title=f"run {data.run.id} · {data.run.suite} · {data.run.status}: conformance to the notice")
+    table = Table(title=f"run {data.run.id} · {data.run.suite} · {data.run.status}: conformance to the notice")
+    for name in ("clause", "the notice says", "scenarios", "status"):
+        table.add_column(name, overflow="fold")  # never cut the notice's text short
     for r in matrix:
         text = escape(r.clause.text) + (f"\n[i]{escape(r.clause.why)}[/i]" if r.clause.why else "")
         cites = "\n".join(escape(f"{s.outcome or 'not run'}  {s.nodeid}") for s in r.scenarios) or "-"

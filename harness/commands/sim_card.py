@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
+log = logging.getLogger(__name__)
 app = typer.Typer(no_args_is_help=True, help="The simulated station's cards.")
 console = Console()
 STATION_FILE = "station.toml"
@@ -33,6 +35,29 @@ def _card_entry(station_file: Path, card_id: str) -> dict:
                              param_hint="ID")
 
 
+def switch_card(persona: Path, to: str, *, control: str | None = None, pin: str | None = None,
+                state_path: Path | None = None):
+    """Switch the card in place (sim.card.switch) and have its running card process serve it.
+
+    Returns (SwitchResult, served). Without a reachable card process the retry counters in
+    ``state_path`` (sim.card.station's ``cards/<id>.state.json``) are reset as RELOAD would."""
+    from sim.card.control import CardControl, ControlError
+    from sim.card.persona import COUNTERS
+    from sim.card.state import CardState
+    from sim.card.switch import reset_switched_counters, switch_profile
+
+    result = switch_profile(persona, to, pin=pin)
+    if control:
+        try:
+            CardControl.from_address(str(control)).reload()
+            return result, True
+        except ControlError as exc:
+            log.warning("card process at %s not reached: %s", control, exc)
+    if state_path is not None and state_path.exists():
+        reset_switched_counters(CardState.load(state_path, result.persona.start_tries(), COUNTERS))
+    return result, False
+
+
 @app.command("switch")
 def switch(card_id: str = typer.Argument(..., metavar="ID", help="The card's id in the station file."),
            to: str = typer.Option(..., "--to", help="The new profile: face-auth or standard."),
@@ -41,31 +66,19 @@ def switch(card_id: str = typer.Argument(..., metavar="ID", help="The card's id 
            state_dir: Path = typer.Option(None, "--state-dir", help="The simulated station's folder.")) -> None:
     """Switch a card between standard and face-auth in place, as the municipality does: the same card
     (My Number, user-auth certificate and serial), a new profile. A running card process serves it at once."""
-    from sim.card.control import CardControl, ControlError
-    from sim.card.switch import SwitchError, reset_switched_counters, switch_profile
+    from sim.card.switch import SwitchError
     from sim.station import default_state_dir
 
     folder = state_dir or default_state_dir()
     entry = _card_entry(folder / STATION_FILE, card_id)
     try:
-        result = switch_profile(Path(entry["persona"]), to, pin=pin)
+        result, served = switch_card(Path(entry["persona"]), to, control=entry.get("control"), pin=pin,
+                                     state_path=folder / "cards" / f"{card_id}.state.json")
     except SwitchError as exc:
         console.print(f"[red]switch refused:[/red] {exc}")
         raise typer.Exit(1)
-    served = False
-    if entry.get("control"):
-        try:
-            CardControl.from_address(str(entry["control"])).reload()
-            served = True
-        except ControlError as exc:
-            console.print(f"[yellow]card process not reached ({exc}); it serves the new profile when started[/yellow]")
-    if not served:  # the counters the card process would have reset on RELOAD
-        from sim.card.persona import COUNTERS
-        from sim.card.state import CardState
-
-        state = folder / "cards" / f"{card_id}.state.json"  # sim.card.station.spawn_card's path
-        if state.exists():
-            reset_switched_counters(CardState.load(state, result.persona.start_tries(), COUNTERS))
+    if entry.get("control") and not served:
+        console.print("[yellow]card process not reached; it serves the new profile when started[/yellow]")
     console.print(f"card {card_id}: {result.previous_profile} -> {to}; user-auth certificate {result.auth_serial} "
                   "kept (its registration stays valid)")
     if result.pin is not None:
