@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import random
 import threading
 import time
@@ -146,7 +147,13 @@ def _kv(parts: list[str]) -> dict[str, str]:
     return out
 
 
-def _num(value: float) -> str:
+_MAX_ABS_NUMBER = 1e9  # far beyond any rig argument's range; its decimal text still fits a line
+
+
+def _num(value: float, name: str = "value") -> str:
+    """Two-decimal text of ``value``; a value no rig could accept and no line could carry is refused here."""
+    if not math.isfinite(value) or abs(value) >= _MAX_ABS_NUMBER:
+        raise ValueError(f"{name} must be a finite number below {_MAX_ABS_NUMBER:g} in magnitude, got {value!r}")
     text = f"{value:.2f}".rstrip("0").rstrip(".")
     return "0" if text in ("-0", "") else text
 
@@ -505,7 +512,7 @@ class RigController:
 
     def set_lighting(self, lux: float | None = None, cct_k: float | None = None,
                      backlight_lux: float | None = None) -> Lighting:
-        args = [f"{k}={_num(v)}" for k, v in (("lux", lux), ("cct_k", cct_k), ("backlight_lux", backlight_lux))
+        args = [f"{k}={_num(v, k)}" for k, v in (("lux", lux), ("cct_k", cct_k), ("backlight_lux", backlight_lux))
                 if v is not None]
         r = self.command(" ".join(["LIGHT", *args]))
         return Lighting(float(r.fields["lux"]), float(r.fields["cct_k"]), float(r.fields["backlight_lux"]))
@@ -520,15 +527,15 @@ class RigController:
         for key in ("x_mm", "y_mm", "z_mm", "tilt_deg"):
             value = getattr(pose, key)
             if value:
-                args.append(f"{key}={_num(value)}")
+                args.append(f"{key}={_num(value, key)}")
         if speed_mm_s is not None:
-            args.append(f"speed_mm_s={_num(speed_mm_s)}")
+            args.append(f"speed_mm_s={_num(speed_mm_s, 'speed_mm_s')}")
         r = self.command("PLACE " + " ".join(args), self._motion_timeout_s(speed_mm_s))
         return Placement(slot=int(r.fields["card"]), pose=_pose(r), moved_ms=int(r.fields.get("moved_ms", 0)),
                          coupling=r.get("coupling"), error_rate=_opt_float(r.get("error_rate")))
 
     def remove_card(self, speed_mm_s: float | None = None) -> Placement:
-        cmd = "REMOVE" if speed_mm_s is None else f"REMOVE speed_mm_s={_num(speed_mm_s)}"
+        cmd = "REMOVE" if speed_mm_s is None else f"REMOVE speed_mm_s={_num(speed_mm_s, 'speed_mm_s')}"
         r = self.command(cmd, self._motion_timeout_s(speed_mm_s))
         return Placement(slot=None, pose=None, moved_ms=int(r.fields.get("moved_ms", 0)))
 

@@ -54,13 +54,15 @@ class RigState:
 class RigFirmware:
     def __init__(self, *, volume: OperatingVolume | None = None, cards: dict[int, CardLink | None] | None = None,
                  supply: SupplyLink | None = None, presenter: PresenterLink | None = None,
-                 send_event: Callable[[bytes], None] = lambda data: None, serial: str = "SIM-RIG-0001"):
+                 send_event: Callable[[bytes], None] = lambda data: None, serial: str = "SIM-RIG-0001",
+                 sleep: Callable[[float], None] = time.sleep):
         self.volume = volume or OperatingVolume()
         self.cards = dict(cards or {})
         self.supply = supply or SupplyLink()
         self.presenter = presenter or PresenterLink(None)
         self.send_event = send_event
         self.serial = serial
+        self.sleep = sleep  # motions take real time; in-process fuzzing passes a no-op to run them at once
         self.state = RigState()
         self.booted_monotonic_s = time.monotonic()
         self._lock = threading.RLock()
@@ -163,7 +165,7 @@ class RigFirmware:
             off_ms = _int(req, "off_ms", 1000, 0, 60000)
             self._cancel_cut()
             self._relay(False)
-            time.sleep(off_ms / 1000.0)
+            self.sleep(off_ms / 1000.0)
             supply = self._relay(True)
             return ack(req.seq, power="on", off_ms=off_ms, supply=supply)
         if action == "CUT":
@@ -333,7 +335,7 @@ class RigFirmware:
         for wp in points:
             delay = start + wp.at_ms / 1000.0 - time.monotonic()
             if delay > 0:
-                time.sleep(delay)
+                self.sleep(delay)
             self.state.coupling = wp.coupling
             if link is not None and failed is None:
                 try:

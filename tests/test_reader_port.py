@@ -30,6 +30,8 @@ from sim.reader.ports import FACE_AUTH, CardData, SystemClock
 from sim.reader.recorded import RecordedCard, RecordedFace, RecordedHardware, recorded_ports
 from sim.reader.transport import PtyTransport, SocketTransport
 
+from scripted_device import ScriptedDevice
+
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 WAIT_S = 5.0
@@ -370,40 +372,6 @@ def test_a_reader_of_another_protocol_is_refused_clearly():
 
 
 # -- bounded memory of a long-lived driver (issue 10 §5) -----------------------------------------
-
-class ScriptedDevice:
-    """A device on a real TCP port (the project's line port) that ACKs every command and sends the
-    lines a test gives it: the driver's side of the link is what is under test. TCP, not a pty:
-    a pty drops what the host has not read yet, and these tests send thousands of lines at once."""
-
-    def __init__(self, transport: str = "socket") -> None:
-        import threading
-
-        self.port = SocketTransport() if transport == "socket" else PtyTransport()
-        self.port_thread = threading.Thread(target=self.port.serve, args=(self._on_line,), daemon=True)
-        self.port_thread.start()
-        self.url = self.port.url()
-
-    def _on_line(self, raw: bytes) -> list[str]:
-        tokens = raw.decode("ascii", "replace").split()
-        if len(tokens) >= 2 and tokens[0].isdigit():
-            extra = " proto=1" if tokens[1] == "HELLO" else ""
-            return [f"ACK {tokens[0]}{extra}"]
-        return []
-
-    def send(self, data: bytes) -> None:
-        self.port.send_bytes(data)
-
-    def events(self, seqs, boot_id: str = "b1") -> None:
-        """EVT lines for ``seqs``; event 1 is a boot."""
-        lines = [f"EVT {s} {s} boot boot_id={boot_id}" if s == 1 else f"EVT {s} {s} tick n={s}" for s in seqs]
-        self.send("".join(line + "\n" for line in lines).encode())
-
-    def close(self) -> None:
-        self.port.stop()
-        self.port_thread.join(timeout=2)
-        self.port.close()
-
 
 def _settle(dut: LineProtocolReader, last_seq: int, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
