@@ -195,7 +195,7 @@ class LeaseKeeper(threading.Thread):
                 wait_s = ttl_s / 3
                 continue
             if outcome is False:
-                self._stop_suite(f"lease on {self.cfg.rig} lost to another holder")
+                self._stop_suite(f"lease on {self.cfg.rig} is no longer ours (expired or taken)")
                 return
             remaining_s = self.valid_until - self.kill_margin_s - time.monotonic()
             if remaining_s <= 0:
