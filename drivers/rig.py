@@ -518,7 +518,9 @@ class RigController:
         return Lighting(float(r.fields["lux"]), float(r.fields["cct_k"]), float(r.fields["backlight_lux"]))
 
     def _motion_timeout_s(self, speed_mm_s: float | None) -> float:
-        speed = speed_mm_s or 50.0  # the slowest default a real placer might use
+        # the slowest default a real placer might use; below 1 mm/s (the protocol's minimum) the rig
+        # refuses at once, and a zero or negative speed must not make the wait negative
+        speed = max(speed_mm_s or 50.0, 1.0)
         return self.timeout_s + 2 * TRAVEL_HEIGHT_MM / speed
 
     def place_card(self, slot: int, pose: CardPose = CardPose(), speed_mm_s: float | None = None) -> Placement:

@@ -447,3 +447,14 @@ def test_rig_driver_motions_with_edge_arguments(rig_on_pty, slot, x, y, z, tilt,
         rig.remove_card()
         assert fw.state.card_slot is None
     assert rig.status().card_slot == fw.state.card_slot
+
+
+@pytest.mark.parametrize("speed", [-1.0, 0.5, -2000.0])
+def test_rig_driver_lets_the_rig_refuse_a_bad_speed(rig_on_pty, speed):
+    """Found by the fuzz above: a negative speed made the driver's motion wait negative, so it
+    reported a timeout instead of the rig's refusal."""
+    fw, rig = rig_on_pty
+    for call in (lambda: rig.place_card(0, speed_mm_s=speed), lambda: rig.remove_card(speed_mm_s=speed)):
+        with pytest.raises(rigdrv.RigNak) as err:
+            call()
+        assert err.value.code == "E_RANGE" and "speed_mm_s" in err.value.detail
