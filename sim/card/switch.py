@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,6 +128,7 @@ def reload_card(link, persona_path: Path, state_path: Path | None, info: dict[st
     The card is taken off the reader and put back (a switched card went to the municipality and
     comes back as a new card to the reader), so no session spans the old and the new profile."""
     from sim.card.layout import build_card
+    from sim.card.vpcd import DEFAULT_DROPOUT_S
 
     persona = Persona.load(persona_path)
     card = build_card(persona, state_path)
@@ -138,5 +140,8 @@ def reload_card(link, persona_path: Path, state_path: Path | None, info: dict[st
     link.card = card
     info["profile"] = persona.profile
     if inserted:
+        # off long enough for pcscd's ~400 ms poll to see the removal; else it goes on talking to
+        # the new, unpowered card (sim.card.vpcd's MIN_DROPOUT_S)
+        time.sleep(DEFAULT_DROPOUT_S)
         link.insert()
     log.info("card %s reloaded as %s", persona.id, persona.profile)
