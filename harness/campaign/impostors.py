@@ -49,16 +49,18 @@ class _Embedder:
 
 
 def nearest_identities(identities: Sequence[Identity], holders: Mapping[str, str], per_card: int, pool: int,
-                       seed: int, backend: str = "dlib", cache_dir: Path | None = None) -> dict[str, list[str]]:
+                       seed: int, backend: str = "dlib", cache_dir: Path | None = None,
+                       exclude: Sequence[str] = ()) -> dict[str, list[str]]:
     """card id -> up to ``per_card`` identity names, nearest to its holder first.
 
     ``holders``: card id -> holder identity name. The candidates are ``pool`` identities drawn
-    with ``seed`` from the dataset (every holder excluded: a holder is not an impostor here).
+    with ``seed`` from the dataset, less every holder and ``exclude`` (the whole deck's holders,
+    so the pool does not depend on which cards a plan picks).
     """
     if per_card <= 0 or not holders:
         return {card: [] for card in holders}
     by_name = {i.name: i for i in identities}
-    taken = set(holders.values())
+    taken = set(holders.values()) | set(exclude)
     candidates = [i for i in identities if i.name not in taken]
     candidates = random.Random(seed).sample(candidates, min(pool, len(candidates)))
     embed = _Embedder(backend, cache_dir)

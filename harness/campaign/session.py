@@ -108,7 +108,7 @@ def make_schedule(plan: Plan, station: Station, deck, *, cache_dir=None) -> tupl
                                    "genuine_repeats": 0, "attacks_per_card": 0}), cards, [], {}, seed)
     seed = draft.seed
     hard = nearest_identities(identities, {c.id: c.holder for c in cards}, plan.hard_per_card, plan.hard_pool,
-                              seed, cache_dir=cache_dir)
+                              seed, cache_dir=cache_dir, exclude=[c.holder for c in deck if c.holder])
     schedule = build_schedule(plan, cards, [i.name for i in identities], hard, seed)
     return schedule.seed, schedule.trials
 
