@@ -143,8 +143,11 @@ def _fig_det(det: dict) -> str | None:
     fig = _new(5.0, 4.0)
     ax = fig.add_subplot()
     _style(ax)
-    ax.plot(probit(fmr), probit(fnmr), color=INK)
+    ax.plot(probit(fmr), probit(fnmr), color=INK, drawstyle="steps-post")
     ticks = [0.001, 0.01, 0.05, 0.2, 0.5, 0.8]
+    lim = probit(np.array([0.0005, 0.95]))  # rates of 0 and 1 sit on the edges, not far beyond
+    ax.set_xlim(*lim)
+    ax.set_ylim(*lim)
     ax.set_xticks(probit(np.array(ticks)), [f"{t:g}" for t in ticks])
     ax.set_yticks(probit(np.array(ticks)), [f"{t:g}" for t in ticks])
     ax.set_xlabel("FMR (attempts)", fontsize=8)
