@@ -35,6 +35,7 @@ import cv2
 from harness.facedata import list_identities, resolve_faces
 from sim import camera_marker
 from sim.camera_scene import Display, Light, SceneError, SceneRenderer
+from sim.context import SimContext, StationError
 
 log = logging.getLogger("sim.camera")
 
@@ -313,18 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def start_camera(ctx) -> None:
+def start_camera(ctx: SimContext) -> None:
     """Station component: the subject presenter, on the station's face dataset."""
-    from sim.rig import spawn_ready
-    from sim.station import StationError
-
     argv = ctx.python("sim.camera", "--dataset", str(ctx.faces.root),
                       "--fps", str(ctx.options.get("camera_fps", 12)))
-    try:
-        ready = spawn_ready(ctx, "camera", argv)
-    except RuntimeError as exc:
-        raise StationError(f"subject presenter did not start: {exc}") from exc
-    fields = dict(part.split("=", 1) for part in ready.split())
+    fields = ctx.spawn_ready("camera", argv)
+    if "url" not in fields or "control" not in fields:
+        raise StationError(f"the subject presenter announced no url and control: READY {fields}")
     ctx.station["camera"] = {"url": fields["url"], "control": fields["control"]}
 
 

@@ -28,6 +28,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
+from sim.reaping import register
+
 log = logging.getLogger(__name__)
 
 VPCD_DRIVER = Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so")
@@ -98,14 +102,32 @@ def _terminate(pid: int, proc: subprocess.Popen | None, timeout_s: float = 5.0) 
         proc.wait(timeout=2)
 
 
-def pid_alive(pid: int) -> bool:
-    """Is this process running (and not a zombie waiting to be reaped)?"""
+def pid_alive(pid: int, started_at: float | None = None) -> bool:
+    """Is this process running (and not a zombie waiting to be reaped)? With ``started_at``
+    (its :func:`process_started_at` when we started it), only if it is still *that* process:
+    after a crash or a reboot the PID may belong to another program."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             # the command name in parentheses may hold spaces: the state follows the last ')'
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
     except OSError:
         return False
+    if started_at is None:
+        return True
+    now = process_started_at(pid)
+    return now is not None and abs(now - started_at) < START_TIME_TOLERANCE_S
+
+
+START_TIME_TOLERANCE_S = 0.5  # psutil's create_time of one process is stable to ~10 ms (clock ticks)
+
+
+def process_started_at(pid: int) -> float | None:
+    """When the process started (seconds since the epoch, as harness/records.py records it)."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
 
 
 def _port_free(port: int) -> bool:
@@ -173,8 +195,9 @@ def system_pcscd_running() -> bool:
     return True
 
 
-def ensure_system_pcscd(timeout_s: float = 10.0) -> PcscdInstance:
-    """Use the system pcscd, starting it (foreground, in the background) if it is not running.
+def ensure_system_pcscd(timeout_s: float = 10.0, log_path: Path | None = None) -> PcscdInstance:
+    """Use the system pcscd, starting it (foreground, in the background) if it is not running,
+    logging to ``log_path`` (else a new private temporary file).
 
     The returned instance has ``pid`` set only if we started it, so ``stop()`` never kills a
     pcscd that someone else owns.
@@ -183,11 +206,19 @@ def ensure_system_pcscd(timeout_s: float = 10.0) -> PcscdInstance:
         return PcscdInstance(socket_path=SYSTEM_SOCKET, vpcd_port=SYSTEM_VPCD_PORT)
     exe = _check_installed()
     SYSTEM_SOCKET.parent.mkdir(parents=True, exist_ok=True)
-    logf = open(tempfile.mktemp(prefix="facehil-pcscd-", suffix=".log"), "w")
-    proc = subprocess.Popen([exe, "--foreground"], stdout=logf, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
+    if log_path is None:
+        fd, name = tempfile.mkstemp(prefix="facehil-pcscd-", suffix=".log")  # created 0600, never raced
+        logf = os.fdopen(fd, "w")
+        log_path = Path(name)
+    else:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        logf = open(log_path, "a")
+    with logf:
+        proc = subprocess.Popen([exe, "--foreground"], stdout=logf, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    register(proc.pid, group=True)
     inst = PcscdInstance(socket_path=SYSTEM_SOCKET, vpcd_port=SYSTEM_VPCD_PORT, pid=proc.pid,
-                         log_path=Path(logf.name), _proc=proc)
+                         log_path=log_path, _proc=proc)
     try:
         _wait_for(system_pcscd_running, timeout_s, "the system pcscd socket")
         _wait_for(lambda: _listening(SYSTEM_VPCD_PORT), timeout_s, "vpcd on port 35963")
@@ -213,13 +244,14 @@ def start_private_pcscd(vpcd_port: int | None = None, timeout_s: float = 10.0) -
         f"CHANNELID    0x{port:04X}\n"
     )
     log_path = workdir / "pcscd.log"
-    logf = open(log_path, "w")
     # exec keeps pcscd as the pid we hold, so /proc/<pid>/root sees its private /run/pcscd.
     script = f"mount -t tmpfs tmpfs /run/pcscd && exec {exe} --foreground -c {conf}"
     Path("/run/pcscd").mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-                            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+    with open(log_path, "w") as logf:
+        proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    register(proc.pid, group=True)
     sock = Path(f"/proc/{proc.pid}/root/run/pcscd/pcscd.comm")
     inst = PcscdInstance(socket_path=sock, vpcd_port=port, pid=proc.pid, private=True,
                          workdir=workdir, log_path=log_path, _proc=proc)

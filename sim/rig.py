@@ -15,9 +15,9 @@ import argparse
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 
+from sim.context import SimContext, StationError
 from sim.rig_firmware import FIRMWARE, RigFirmware
 from sim.rig_links import CardLink, PresenterLink, SupplyLink, parse_hostport
 from sim.rig_model import OperatingVolume
@@ -27,7 +27,6 @@ from sim.rig_transport import PtyTransport, SocketTransport
 log = logging.getLogger("sim.rig")
 
 SUPPLY_FILE = "reader-supply.addr"  # the reader component writes HOST:PORT here (docs/interfaces.md)
-READY_TIMEOUT_S = 15.0
 
 
 def _card_arg(text: str) -> tuple[int, CardLink | None]:
@@ -82,32 +81,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 # -- station component -------------------------------------------------------------------------
-def wait_ready(proc, log_path: Path, offset: int, timeout_s: float = READY_TIMEOUT_S) -> str:
-    """Wait for the ``READY ...`` line a station process prints to its log; returns the rest."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if log_path.exists():
-            with open(log_path, "rb") as fh:
-                fh.seek(offset)
-                for raw in fh.read().decode("utf-8", "replace").splitlines():
-                    if raw.startswith("READY"):
-                        return raw[len("READY"):].strip()
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    tail = log_path.read_text(errors="replace")[-600:] if log_path.exists() else ""
-    state = f"exited with {proc.returncode}" if proc.poll() is not None else f"not ready after {timeout_s:.0f}s"
-    raise RuntimeError(f"{log_path.stem} {state}: {tail}")
-
-
-def spawn_ready(ctx, name: str, argv: list[str]) -> str:
-    """ctx.spawn + wait for READY; the station's log files are appended to, so skip old content."""
-    log_path = ctx.state_dir / "logs" / f"{name}.log"
-    offset = log_path.stat().st_size if log_path.exists() else 0
-    proc = ctx.spawn(name, argv)
-    return wait_ready(proc, log_path, offset)
-
-
 def _card_control(card: dict) -> str | None:
     control = card.get("control")
     if control is None:
@@ -118,11 +91,9 @@ def _card_control(card: dict) -> str | None:
     return text.split("://", 1)[-1]
 
 
-def start_rig(ctx) -> None:
+def start_rig(ctx: SimContext) -> None:
     """Station component: the rig controller on a pty (``ctx.options["rig_transport"]="socket"``
     for TCP), wired to the deck's card processes, the presenter and the reader's supply."""
-    from sim.station import StationError
-
     argv = ["--socket", "127.0.0.1:0"] if ctx.options.get("rig_transport") == "socket" else ["--pty"]
     for card in ctx.station.get("cards", []):
         slot = card.get("placer_slot")
@@ -135,12 +106,13 @@ def start_rig(ctx) -> None:
         argv += ["--presenter", presenter]
     supply = ctx.options.get("reader_supply")
     argv += ["--supply", supply] if supply else ["--supply-file", str(ctx.state_dir / SUPPLY_FILE)]
-    try:
-        ready = spawn_ready(ctx, "rig", ctx.python("sim.rig", *argv))
-    except RuntimeError as exc:
-        raise StationError(f"rig controller did not start: {exc}") from exc
-    kind, _, where = ready.partition("=")
-    url = f"serial:{where}" if kind == "pty" else f"socket://{where}"
+    ready = ctx.spawn_ready("rig", ctx.python("sim.rig", *argv))
+    if "pty" in ready:
+        url = f"serial:{ready['pty']}"
+    elif "socket" in ready:
+        url = f"socket://{ready['socket']}"
+    else:
+        raise StationError(f"the rig controller announced neither a pty nor a socket: READY {ready}")
     ctx.station["rig"] = {"url": url}
 
 

@@ -5,11 +5,12 @@ always stopped by PID."""
 from __future__ import annotations
 
 import os
-import select
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from sim.context import PipeLines, wait_ready
+from sim.reaping import register
 
 READY_TIMEOUT_S = 20.0
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,6 +22,7 @@ class SimProcess:
         self.argv = [sys.executable, "-m", module, *args]
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      stdin=subprocess.DEVNULL, env=env or dict(os.environ), cwd=str(ROOT))
+        register(self.proc.pid)  # in the caller's process group: killed alone if a test session dies
         try:
             self.ready = self._wait_ready(timeout_s)
         except BaseException:
@@ -32,23 +34,7 @@ class SimProcess:
         return self.proc.pid
 
     def _wait_ready(self, timeout_s: float) -> dict[str, str]:
-        deadline = time.monotonic() + timeout_s
-        buf = b""
-        fd = self.proc.stdout.fileno()
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 0.1)
-            if ready:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    break
-                buf += chunk
-                for line in buf.decode("utf-8", "replace").splitlines():
-                    if line.startswith("READY "):
-                        return dict(part.split("=", 1) for part in line[len("READY "):].split() if "=" in part)
-            elif self.proc.poll() is not None:
-                break
-        raise RuntimeError(f"{' '.join(self.argv[2:])} did not print READY (exit {self.proc.poll()}): "
-                           f"{buf.decode('utf-8', 'replace')[-400:]}")
+        return wait_ready(self.proc, PipeLines(self.proc.stdout), " ".join(self.argv[2:]), timeout_s)
 
     def stop(self, timeout_s: float = 5.0) -> None:
         if self.proc.poll() is None:

@@ -1,12 +1,15 @@
 """Start and stop the whole simulated station (`facehil sim up|status|down`).
 
-Each part of the station is a *component*: a function ``start(ctx)`` that spawns its
-processes through ``ctx.spawn`` (so they are tracked by PID) and adds its section to the
-station file being built in ``ctx.station``. Components run in order; if one fails, every
-process already started is stopped again.
+Each part of the station is a *component* (sim/context.py ``COMPONENTS``): a function
+``start(ctx)`` that spawns its processes through ``ctx.spawn`` (so they are tracked by PID and
+start time) and adds its sections to the station file being built in ``ctx.station``. The
+components declare what they need and provide; the order is checked against that before
+anything starts, and each start is checked to have provided what it declared. If one fails,
+every process already started is stopped again.
 
 The processes file (``<state_dir>/processes.json``) is the single source of truth for
-``sim status`` and ``sim down``: a crashed part shows there as dead.
+``sim status`` and ``sim down``: a crashed part shows there as dead. Each ``sim up`` starts
+fresh logs (the previous up's are kept in ``logs.previous/``).
 """
 
 from __future__ import annotations
@@ -14,121 +17,75 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import tomli_w
 
-from harness.facedata import FaceSource, resolve_faces
-from sim.pcscd import PcscdInstance, ensure_system_pcscd, pid_alive, start_private_pcscd
+from sim.context import (BASE_PROVIDES, COMPONENTS, LOGS_DIR, PROCESSES_FILE, Component, ProcessRecord,
+                         SimContext, StationError, check_order)
+from sim.pcscd import PcscdError, ensure_system_pcscd, pid_alive, process_started_at, start_private_pcscd
+
+__all__ = ["PROCESSES_FILE", "STATION_FILE", "SimContext", "StationError", "default_state_dir", "running_station",
+           "sim_down", "sim_status", "sim_up", "reissue_disposable_cards"]
 
 log = logging.getLogger(__name__)
 
 STATION_FILE = "station.toml"
-PROCESSES_FILE = "processes.json"
+PREVIOUS_LOGS_DIR = "logs.previous"
 
 
 def default_state_dir() -> Path:
-    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     return base / "facehil" / "sim"
 
 
-class StationError(RuntimeError):
-    """The simulated station could not be started, or a part of it failed."""
+def start_components(ctx: SimContext, components: tuple[Component, ...] = COMPONENTS) -> None:
+    """Start each component in order, after checking the order against their declarations."""
+    check_order(components, BASE_PROVIDES | frozenset(ctx.station))
+    for comp in components:
+        log.info("starting %s", comp.name)
+        comp.load()(ctx)
+        missing = comp.provides - set(ctx.station)
+        if missing:
+            raise StationError(f"component {comp.name} did not provide {', '.join(sorted(missing))}")
 
 
-@dataclass
-class ProcessRecord:
-    name: str
-    pid: int
-    argv: list[str]
-    log_path: str
-    started_at: float
-    kind: str = "process"  # "process" or "pcscd"
-
-
-@dataclass
-class SimContext:
-    state_dir: Path
-    pcscd: PcscdInstance
-    faces: FaceSource
-    firmware: str = "1.4.0"
-    options: dict = field(default_factory=dict)
-    station: dict = field(default_factory=dict)
-    processes: list[ProcessRecord] = field(default_factory=list)
-
-    def env(self) -> dict[str, str]:
-        """Environment for a station process: the right pcscd, unbuffered logs."""
-        env = dict(os.environ)
-        env.update(self.pcscd.client_env())
-        env["PYTHONUNBUFFERED"] = "1"
-        return env
-
-    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        """Start a station process in its own session, logging to <state_dir>/logs/<name>.log."""
-        logs = self.state_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        log_path = logs / f"{name}.log"
-        fh = open(log_path, "ab")
-        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env or self.env(), start_new_session=True, cwd=self.state_dir)
-        fh.close()
-        self.processes.append(ProcessRecord(name=name, pid=proc.pid, argv=argv, log_path=str(log_path),
-                                            started_at=time.time()))
-        self.save_processes()
-        return proc
-
-    def python(self, module: str, *args: str) -> list[str]:
-        return [sys.executable, "-m", module, *args]
-
-    def save_processes(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / PROCESSES_FILE).write_text(
-            json.dumps([asdict(p) for p in self.processes], indent=2))
-
-
-Component = Callable[[SimContext], None]
-
-
-def _components() -> list[tuple[str, Component]]:
-    """The station's parts, in start order. Imported lazily: each lives with its simulator."""
-    from sim.camera import start_camera
-    from sim.card.station import start_cards
-    from sim.eligibility.station import start_eligibility
-    from sim.reader.station import start_reader
-    from sim.rig import start_rig
-
-    return [
-        ("cards", start_cards),
-        ("camera", start_camera),
-        ("rig", start_rig),
-        ("eligibility", start_eligibility),
-        ("reader", start_reader),
-    ]
+def _fresh_logs(state_dir: Path) -> None:
+    """Keep the last up's logs apart, so this up's logs hold only what its processes write."""
+    logs = state_dir / LOGS_DIR
+    if logs.is_dir():
+        previous = state_dir / PREVIOUS_LOGS_DIR
+        shutil.rmtree(previous, ignore_errors=True)
+        logs.rename(previous)
 
 
 def sim_up(state_dir: Path | None = None, *, private_pcscd: bool = False, firmware: str = "1.4.0",
            dataset: str | None = None, options: dict | None = None) -> Path:
     """Start every part of the simulated station; returns the station file's path."""
+    from harness.facedata import FaceDataError, resolve_faces
+
     state_dir = (state_dir or default_state_dir()).resolve()
     if (state_dir / PROCESSES_FILE).exists() and any(s["alive"] for s in sim_status(state_dir)):
         raise StationError(f"a simulated station is already running from {state_dir}; run `facehil sim down` first")
-    state_dir.mkdir(parents=True, exist_ok=True)
-    faces = resolve_faces(dataset)
-    pcscd = start_private_pcscd() if private_pcscd else ensure_system_pcscd()
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        _fresh_logs(state_dir)
+        faces = resolve_faces(dataset)
+        pcscd = (start_private_pcscd() if private_pcscd
+                 else ensure_system_pcscd(log_path=state_dir / LOGS_DIR / "pcscd.log"))
+    except (FaceDataError, PcscdError, OSError) as exc:
+        raise StationError(str(exc)) from exc
     ctx = SimContext(state_dir=state_dir, pcscd=pcscd, faces=faces, firmware=firmware,
                      options=dict(options or {}))
     if pcscd.pid is not None:
         ctx.processes.append(ProcessRecord(name="pcscd", pid=pcscd.pid, argv=["pcscd"],
-                                           log_path=str(pcscd.log_path or ""), started_at=time.time(),
-                                           kind="pcscd"))
+                                           log_path=str(pcscd.log_path or ""),
+                                           started_at=process_started_at(pcscd.pid) or time.time(), kind="pcscd"))
     ctx.station = {
         "station": {"name": f"sim-{os.uname().nodename}", "simulated": True, "state_dir": str(state_dir)},
         "pcsc": {"reader": pcscd.reader_names[0], "reference_reader": pcscd.reader_names[1]},
@@ -138,12 +95,12 @@ def sim_up(state_dir: Path | None = None, *, private_pcscd: bool = False, firmwa
         ctx.station["pcsc"]["socket"] = str(pcscd.socket_path)
     ctx.save_processes()
     try:
-        for name, start in _components():
-            log.info("starting %s", name)
-            start(ctx)
+        start_components(ctx)
         _place_demo_card(ctx)
-    except BaseException:
+    except BaseException as exc:
         sim_down(state_dir)
+        if isinstance(exc, (OSError, ValueError)):  # a part's files: one exception type for callers
+            raise StationError(f"{type(exc).__name__}: {exc}") from exc
         raise
     path = state_dir / STATION_FILE
     path.write_text(tomli_w.dumps(ctx.station))
@@ -185,37 +142,48 @@ def _load_processes(state_dir: Path) -> list[dict]:
     path = state_dir / PROCESSES_FILE
     if not path.exists():
         return []
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StationError(f"cannot read the station's processes file {path}: {exc}") from exc
+
+
+def _alive(rec: dict) -> bool:
+    """The recorded process is still running, and is still the one we started (same start time)."""
+    return pid_alive(rec["pid"], rec.get("started_at"))
 
 
 def sim_status(state_dir: Path | None = None) -> list[dict]:
-    """Each tracked process with ``alive``; a dead one is a crashed (or stopped) part."""
+    """Each tracked process with ``alive``; a dead one is a crashed (or stopped) part, and so is
+    one whose PID now belongs to another program."""
     state_dir = state_dir or default_state_dir()
-    out = []
-    for rec in _load_processes(state_dir):
-        out.append({**rec, "alive": pid_alive(rec["pid"])})
-    return out
+    return [{**rec, "alive": _alive(rec)} for rec in _load_processes(state_dir)]
 
 
 def sim_down(state_dir: Path | None = None, timeout_s: float = 5.0) -> list[str]:
-    """Stop every process the station started, by PID, newest first. Returns their names."""
+    """Stop every process the station started, newest first; returns their names. A recorded
+    PID is signalled only while it still has the start time recorded for it: after a crash or a
+    reboot that PID may belong to another program, which is left alone."""
     state_dir = state_dir or default_state_dir()
     stopped = []
     for rec in reversed(_load_processes(state_dir)):
         pid = rec["pid"]
-        if not pid_alive(pid):
+        if not _alive(rec):
+            if pid_alive(pid):
+                log.warning("PID %d (%s) now belongs to another program; not stopping it", pid, rec["name"])
             continue
+        group = rec.get("kind") != "pcscd"  # station processes lead their own session
         try:
-            os.killpg(pid, signal.SIGTERM) if rec.get("kind") != "pcscd" else os.kill(pid, signal.SIGTERM)
+            os.killpg(pid, signal.SIGTERM) if group else os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             continue
         deadline = time.monotonic() + timeout_s
-        while pid_alive(pid) and time.monotonic() < deadline:
+        while _alive(rec) and time.monotonic() < deadline:
             _reap(pid)
             time.sleep(0.05)
-        if pid_alive(pid):
+        if _alive(rec):
             try:
-                os.kill(pid, signal.SIGKILL)
+                os.killpg(pid, signal.SIGKILL) if group else os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         _reap(pid)

@@ -7,17 +7,16 @@ slot of the session's private pcscd; it is tracked by PID and always stopped.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from sim.card.control import CardControl
+from sim.context import PipeLines, wait_ready
+from sim.reaping import register
 
 READY_TIMEOUT_S = 20.0
 EVENT_TIMEOUT_S = 10.0
-_READY = re.compile(r"^READY control=(\d+)\s*$")
 
 
 def make_deck(folder: Path) -> tuple:
@@ -48,21 +47,18 @@ class CardProcess:
         if removed:
             argv.append("--removed")
         self.persona = persona
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      env=env or dict(os.environ), cwd=str(Path(__file__).resolve().parent.parent))
+        register(self.proc.pid)  # dies with the test session even if pytest is SIGKILLed
         self.control = CardControl("127.0.0.1", self._wait_ready())
 
     def _wait_ready(self) -> int:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"card process exited with {self.proc.wait()}")
-            m = _READY.match(line)
-            if m:
-                return int(m.group(1))
-        self.stop()
-        raise RuntimeError("card process never printed READY")
+        try:
+            fields = wait_ready(self.proc, PipeLines(self.proc.stdout), f"card {self.persona.id}", READY_TIMEOUT_S)
+        except BaseException:
+            self.stop()
+            raise
+        return int(fields["control"])
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from sim.reaping import register
+
 PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin",)
 
 
@@ -75,6 +77,11 @@ class PgCluster:
                 f"-c full_page_writes=off -c max_connections=50 -c shared_buffers=32MB")
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.root / "server.log"),
                   "-o", opts, "-w", "-t", "60", "start")
+        # pg_ctl daemonizes the server (its own session): register it for the session's reaper
+        register(self.postmaster_pid(), group=True)
+
+    def postmaster_pid(self) -> int:
+        return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
 
     def stop(self) -> None:
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "-w", "stop",

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from sim.reaping import register
+
 
 class RedisServerError(RuntimeError):
     pass
@@ -56,6 +58,7 @@ class RedisServer:
                 "--protected-mode", "no", "--daemonize", "no", "--logfile", str(self.root / "redis.log")]
         self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT, start_new_session=True)
+        register(self.proc.pid, group=True)  # dies with the test session even if pytest is SIGKILLed
         deadline = time.monotonic() + timeout_s
         while not _ping(self.port):
             if self.proc.poll() is not None:

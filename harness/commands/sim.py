@@ -26,7 +26,7 @@ def up(state_dir: Path = typer.Option(None, help="Where the station keeps its st
     try:
         path = sim_up(state_dir, private_pcscd=private_pcscd, firmware=firmware,
                       dataset=str(dataset) if dataset else None)
-    except (StationError, OSError, RuntimeError) as exc:
+    except StationError as exc:
         console.print(f"[red]sim up failed:[/red] {exc}")
         raise typer.Exit(1)
     print(path)

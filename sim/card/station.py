@@ -18,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-import re
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from sim.card.deck import generate_deck, load_deck, make_persona
 from sim.card.issue import issue_card
 from sim.card.persona import Persona
 from sim.card.pki import ensure_pki
+from sim.context import SimContext, Spawned, StationError
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +38,6 @@ SEEN_TIMEOUT_S = 5.0
 REFERENCE_CARD_ID = "ref001"
 REFERENCE_SLOT = 1  # vpcd slot of the station's [pcsc] reference_reader (sim/station.py)
 LAYOUTS = ("station", "placer", "cards")
-_READY = re.compile(rb"^READY control=(\d+)\s*$", re.M)
-
-
-class CardStartError(RuntimeError):
-    """A card process did not come up; the message names its log."""
 
 
 def ensure_deck(folder: Path, faces, count: int = DECK_SIZE, seed: int = 0) -> list[Persona]:
@@ -61,25 +56,19 @@ def _pick(personas: list[Persona], profile: str) -> Persona:
     for p in personas:
         if p.profile == profile:
             return p
-    raise CardStartError(f"the deck has no {profile} persona")
+    raise StationError(f"the deck has no {profile} persona")
 
 
-def wait_ready(proc, log_path: Path, timeout_s: float = READY_TIMEOUT_S) -> int:
-    """The control port a card process announced in its log (it logs stdout there)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if log_path.exists():
-            m = _READY.search(log_path.read_bytes())
-            if m:
-                return int(m.group(1))
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-600:] if log_path.exists() else ""
-            raise CardStartError(f"card process exited with {proc.returncode}; see {log_path}:\n{tail}")
-        time.sleep(0.05)
-    raise CardStartError(f"card process gave no READY line within {timeout_s:.0f}s; see {log_path}")
+def control_port(ctx: SimContext, spawned: Spawned) -> int:
+    """The control port a card process announced on its READY line (``READY control=<port>``)."""
+    fields = ctx.wait_ready(spawned, READY_TIMEOUT_S)
+    port = fields.get("control", "")
+    if not port.isdigit():
+        raise StationError(f"{spawned.name} announced no control port: READY {fields}")
+    return int(port)
 
 
-def spawn_card(ctx, persona: Persona, slot: int, name: str, removed: bool = False):
+def spawn_card(ctx: SimContext, persona: Persona, slot: int, name: str, removed: bool = False) -> Spawned:
     state = ctx.state_dir / "cards" / f"{persona.id}.state.json"
     argv = ctx.python("sim.card", "serve", "--persona", str(persona.source), "--state", str(state),
                       "--vpcd", f"127.0.0.1:{ctx.pcscd.slot_port(slot)}", "--control-port", "0")
@@ -88,27 +77,35 @@ def spawn_card(ctx, persona: Persona, slot: int, name: str, removed: bool = Fals
 
 def wait_powered(control: CardControl, timeout_s: float = SEEN_TIMEOUT_S) -> bool:
     """Wait until pcscd has seen the card (it powers a card up when its poll finds it), so
-    that `facehil sim up && facehil card read` finds it."""
+    that `facehil sim up && facehil card read` finds it. A card whose control port never
+    answers is not "not powered yet": that raises StationError naming the port."""
     deadline = time.monotonic() + timeout_s
+    error: ControlError | None = None
     while time.monotonic() < deadline:
         try:
             if control.status().get("powered") == "1":
                 return True
-        except ControlError:
-            pass
+            error = None
+        except ControlError as exc:
+            error = exc
         time.sleep(0.05)
+    if error is not None:
+        raise StationError(f"card control {control.host}:{control.port} did not answer: {error}") from error
     return False
 
 
-def await_card(ctx, proc, persona: Persona, slot: int, name: str) -> dict:
+def await_card(ctx: SimContext, spawned: Spawned, persona: Persona, slot: int, name: str) -> dict:
     """Wait for a spawned card's READY and for pcscd to see it; its ``[[cards]]`` entry."""
     port = ctx.pcscd.slot_port(slot)
-    control_port = wait_ready(proc, ctx.state_dir / "logs" / f"{name}.log")
-    if not wait_powered(CardControl("127.0.0.1", control_port)):
+    control = control_port(ctx, spawned)
+    started = time.monotonic()
+    if wait_powered(CardControl("127.0.0.1", control)):
+        log.info("pcscd powered card %s on vpcd port %d after %.2f s", persona.id, port, time.monotonic() - started)
+    else:
         log.warning("pcscd has not powered card %s on vpcd port %d within %.0f s", persona.id, port,
                     SEEN_TIMEOUT_S)
     return {"id": persona.id, "persona": str(persona.source), "profile": persona.profile,
-            "control": f"127.0.0.1:{control_port}", "slot": slot, "placer_slot": slot}
+            "control": f"127.0.0.1:{control}", "slot": slot, "placer_slot": slot}
 
 
 def start_placer_deck(ctx, deck_dir: Path) -> None:
@@ -124,10 +121,9 @@ def start_placer_deck(ctx, deck_dir: Path) -> None:
     procs = [(p, spawn_card(ctx, p, 0, f"card-{p.id}", removed=True)) for p in personas]
     disposable = standard[-1].id if standard else None
     cards = []
-    for slot, (persona, proc) in enumerate(procs):
-        control_port = wait_ready(proc, ctx.state_dir / "logs" / f"card-{persona.id}.log")
+    for slot, (persona, spawned) in enumerate(procs):
         cards.append({"id": persona.id, "persona": str(persona.source), "profile": persona.profile,
-                      "control": f"127.0.0.1:{control_port}", "slot": 0, "placer_slot": slot,
+                      "control": f"127.0.0.1:{control_port(ctx, spawned)}", "slot": 0, "placer_slot": slot,
                       "disposable": persona.id == disposable})
     ctx.station["cards"] = cards
     ctx.station["pki"] = {"dir": str(deck_dir / "pki")}
@@ -177,7 +173,7 @@ def start_cards(ctx) -> None:
     deck_dir = ctx.state_dir / "deck"
     layout = ctx.options.get("deck", "station")
     if layout not in LAYOUTS:
-        raise CardStartError(f"unknown deck layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
+        raise StationError(f"unknown deck layout {layout!r}; expected one of {', '.join(LAYOUTS)}")
     if layout != "cards":
         start_placer_deck(ctx, deck_dir)
         if layout == "station":

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sim.reader.station import spawn_ready
+from sim.context import SimContext, StationError
 
 
-def start_eligibility(ctx) -> None:
+def start_eligibility(ctx: SimContext) -> None:
     """The eligibility service, seeded with the deck's registered cards."""
     pki = ctx.station.get("pki", {}).get("dir") or str(ctx.state_dir / "deck" / "pki")
     state = ctx.state_dir / "eligibility"
@@ -15,5 +15,7 @@ def start_eligibility(ctx) -> None:
         argv += ["--db", str(ctx.options["eligibility_db"])]
     if ctx.options.get("eligibility_register_delay_ms"):  # N17: a slow registration
         argv += ["--register-delay-ms", str(int(ctx.options["eligibility_register_delay_ms"]))]
-    ready = spawn_ready(ctx, "eligibility", argv)
+    ready = ctx.spawn_ready("eligibility", argv)
+    if "url" not in ready:
+        raise StationError(f"the eligibility service announced no url: READY {ready}")
     ctx.station["eligibility"] = {"url": ready["url"]}

@@ -1,37 +1,13 @@
 """Station component of the reference reader (sim/station.py): ``start_reader`` spawns its
-process through ``ctx.spawn`` (tracked by PID), waits for its ``READY`` line and adds the
-``[dut]`` section to the station file. ``spawn_ready`` is shared with sim/eligibility/station.py."""
+process through ``ctx.spawn_ready`` (tracked by PID), and adds the ``[dut]`` section to the
+station file."""
 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
-READY_TIMEOUT_S = 30.0
-
-
-def spawn_ready(ctx, name: str, argv: list[str], timeout_s: float = READY_TIMEOUT_S) -> dict[str, str]:
-    """Spawn, then wait for ``READY k=v ...`` in the process's log; returns those fields."""
-    from sim.station import StationError
-
-    log_path = ctx.state_dir / "logs" / f"{name}.log"
-    offset = log_path.stat().st_size if log_path.exists() else 0
-    proc = ctx.spawn(name, argv)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if log_path.exists():
-            with open(log_path, "rb") as fh:
-                fh.seek(offset)
-                for line in fh.read().decode("utf-8", "replace").splitlines():
-                    if line.startswith("READY "):
-                        return dict(tok.split("=", 1) for tok in line.split()[1:] if "=" in tok)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    tail = log_path.read_text(errors="replace")[-800:] if log_path.exists() else ""
-    state = f"exited with {proc.returncode}" if proc.poll() is not None else f"gave no READY within {timeout_s:.0f} s"
-    raise StationError(f"{name} {state}; see {log_path}:\n{tail}")
+from sim.context import SimContext, StationError
 
 
 def _pcsc_readers(ctx) -> list[str]:
@@ -41,10 +17,8 @@ def _pcsc_readers(ctx) -> list[str]:
     return [names[s] for s in slots] or [ctx.station["pcsc"]["reader"]]
 
 
-def start_reader(ctx) -> None:
+def start_reader(ctx: SimContext) -> None:
     """The reference reader (the simulated DUT), booting firmware ``ctx.firmware``."""
-    from sim.station import StationError
-
     camera = ctx.station.get("camera", {}).get("url")
     eligibility = ctx.station.get("eligibility", {}).get("url")
     if not camera or not eligibility:
@@ -63,7 +37,9 @@ def start_reader(ctx) -> None:
     variant = ctx.options.get("reader_variant") or os.environ.get("FACEHIL_READER_VARIANT")
     if variant:
         args += ["--variant", str(variant)]
-    ready = spawn_ready(ctx, "reader", ctx.python("sim.reader", *args))
+    ready = ctx.spawn_ready("reader", ctx.python("sim.reader", *args))
+    if "control" not in ready or "supply" not in ready:
+        raise StationError(f"the reader announced no control and supply ports: READY {ready}")
     control = ready["control"]
     url = control if control.startswith("socket://") else f"serial:{control}"
     ctx.station["dut"] = {"adapter": "reference", "url": url, "supply": ready["supply"],
