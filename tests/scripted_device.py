@@ -5,6 +5,7 @@ driver's side of the link is under test, not the reference firmware."""
 from __future__ import annotations
 
 import threading
+import time
 
 from sim.reader.transport import PtyTransport, SocketTransport
 
@@ -33,7 +34,12 @@ class ScriptedDevice:
         return []
 
     def send(self, data: bytes) -> None:
-        self.port.send_bytes(data)
+        if isinstance(self.port, SocketTransport):
+            self.port.send_bytes(data)
+            return
+        for i in range(0, len(data), 1024):  # a pty drops what does not fit: pace it like a UART
+            self.port.send_bytes(data[i:i + 1024])
+            time.sleep(0.002)
 
     def events(self, seqs, boot_id: str = "b1") -> None:
         """EVT lines for ``seqs``; event 1 is a boot."""

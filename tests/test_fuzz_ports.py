@@ -192,9 +192,9 @@ def test_control_port_survives_an_endless_line(reader_port):
 # The reader driver's parser, fed by a device over TCP
 # =============================================================================================
 
-@pytest.fixture(scope="module")
-def driver_link():
-    dev = ScriptedDevice()
+@pytest.fixture(scope="module", params=["socket", "pty"])
+def driver_link(request):
+    dev = ScriptedDevice(request.param)
     dut = LineProtocolReader(dev.url, timeout_s=1.0, connect_timeout_s=5.0)
     dut.open()
     yield dev, dut, iter(range(1, 10**9))
@@ -210,7 +210,7 @@ _device_lines = st.one_of(
 )
 
 
-@fuzz(300)
+@fuzz(200)
 @given(garbage=st.lists(_device_lines, min_size=1, max_size=4))
 def test_driver_survives_garbage_and_resynchronises(driver_link, garbage):
     """Whatever the device sends, the driver's reader thread lives on; after the next LF it takes
