@@ -22,9 +22,14 @@ With several faces in the frame the matcher takes the largest-and-most-central o
 raise: they come back as a reason. Capture conditions for probes:
 ``harness.biometrics.conditions.apply(image_bgr, name, seed=0)``.
 
-Modules: backend (Protocol), dlib_backend, insightface_backend, matcher, images (decode and
+Video: ``tracking.StreamMatcher(matcher, enrollment).verify(frame)`` per frame follows the
+face box and re-detects every N frames or when the face is lost.
+
+Modules: backend (Protocol), dlib_backend, dlib_onnx (dlib's ResNet read from its .dat and
+run on ONNX Runtime), insightface_backend, matcher, tracking (video), images (decode and
 normalise), conditions, metrics (ISO/IEC 19795-1, model-agnostic), datasets (pairs),
-calibration, cache, evaluate (streaming accuracy), latency, report (HTML), scene, tinypack.
+calibration, cache, evaluate (streaming accuracy), acquisition (FTA against the stock
+pipeline), latency, report (HTML), scene, tinypack.
 """
 
 from harness.biometrics.backend import BackendError, Detection, FaceBackend

@@ -57,11 +57,16 @@ class Job:
 
 
 # -- the embedding step, in-process or in a worker ----------------------------------------
-def embed_one(backend, path: str, condition: str, seed: int, policy: str) -> Entry:
-    """Never raises for bad images: failures are Entry(None, reason, faces)."""
+CHUNK = 16  # images per worker task: one batched embedding call, few round trips
+
+
+def embed_one(backend, path: str, condition: str, seed: int, policy: str, embed: bool = True):
+    """Never raises for bad images: failures are Entry(None, reason, faces).
+
+    ``embed=False``: a found face comes back as an Extraction holding its aligned chip."""
     if condition == "nominal":
-        ex = extract(backend, path, policy)
-        return Entry(ex.embedding, ex.reason, ex.face_count)
+        ex = extract(backend, path, policy, embed=embed)
+        return _entry_or_chip(ex, embed)
     try:
         decoded = images.load(path)
     except images.ImageError as exc:
@@ -73,8 +78,27 @@ def embed_one(backend, path: str, condition: str, seed: int, policy: str) -> Ent
         face = choose_face(backend.detect(decoded.bgr), decoded.bgr.shape[1], decoded.bgr.shape[0], policy)
         box = face.box if face else None
     probe = cond.apply(decoded.bgr, condition, seed=seed, face_box=box)
-    ex = extract(backend, probe, policy)
-    return Entry(ex.embedding, ex.reason, ex.face_count)
+    return _entry_or_chip(extract(backend, probe, policy, embed=embed), embed)
+
+
+def _entry_or_chip(ex, embed: bool):
+    if embed or ex.aligned is None:
+        return Entry(ex.embedding, ex.reason, ex.face_count)
+    return ex
+
+
+def embed_chunk(backend, jobs: list["Job"], seed: int, policy: str) -> list[tuple[str, Entry]]:
+    """Detect and align each image, then embed every face found in one batch."""
+    batch = getattr(backend, "embed_batch", None)
+    found = [(job, embed_one(backend, job.path, job.condition, seed, policy, embed=batch is None)) for job in jobs]
+    chips = [r for _, r in found if not isinstance(r, Entry)]
+    vectors = iter(batch([c.aligned for c in chips])) if batch and chips else iter(())
+    out = []
+    for job, r in found:
+        if not isinstance(r, Entry):
+            r = Entry(np.asarray(next(vectors), np.float32), "ok", r.face_count)
+        out.append((job.key, r))
+    return out
 
 
 _worker_backend = None  # one per worker process, set by the pool initializer
@@ -85,12 +109,12 @@ def _init_worker(backend: str, model_pack, threads: int) -> None:
     import cv2
 
     cv2.setNumThreads(threads)
-    opts = {"threads": threads} if backend == "insightface" else {}
+    opts = {"threads": threads}
     _worker_backend = load_backend(backend, model_pack, **opts)
 
 
-def _work(job: Job, seed: int, policy: str) -> tuple[str, Entry]:
-    return job.key, embed_one(_worker_backend, job.path, job.condition, seed, policy)
+def _work(jobs: list["Job"], seed: int, policy: str) -> list[tuple[str, Entry]]:
+    return embed_chunk(_worker_backend, jobs, seed, policy)
 
 
 # -- orchestration --------------------------------------------------------------------------
@@ -125,37 +149,38 @@ def embed_all(jobs: list[Job], cfg: EvalConfig, progress=None) -> tuple[dict[str
     if progress:
         progress("embedding", done, len(jobs))
     try:
-        if todo and cfg.workers <= 1:
+        chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
+        if chunks and cfg.workers <= 1:
             backend = load_backend(cfg.backend, cfg.model_pack)
-            for job in todo:
-                entry = embed_one(backend, job.path, job.condition, cfg.seed, cfg.policy)
-                results[job.key] = entry
-                if cache:
-                    cache.put(job.key, entry)
-                done += 1
+            for chunk in chunks:
+                for key, entry in embed_chunk(backend, chunk, cfg.seed, cfg.policy):
+                    results[key] = entry
+                    if cache:
+                        cache.put(key, entry)
+                done += len(chunk)
                 if progress:
                     progress("embedding", done, len(jobs))
-        elif todo:
+        elif chunks:
             ctx = mp.get_context("spawn")
             with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_init_worker,
                                      initargs=(cfg.backend, cfg.model_pack, 1)) as pool:
-                queue = iter(todo)
+                queue = iter(chunks)
                 in_flight = set()
                 while True:
-                    while len(in_flight) < cfg.workers * 4:  # bounded: streams, never queues all
-                        job = next(queue, None)
-                        if job is None:
+                    while len(in_flight) < cfg.workers * 2:  # bounded: streams, never queues all
+                        chunk = next(queue, None)
+                        if chunk is None:
                             break
-                        in_flight.add(pool.submit(_work, job, cfg.seed, cfg.policy))
+                        in_flight.add(pool.submit(_work, chunk, cfg.seed, cfg.policy))
                     if not in_flight:
                         break
                     finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     for fut in finished:
-                        key, entry = fut.result()
-                        results[key] = entry
-                        if cache:
-                            cache.put(key, entry)
-                        done += 1
+                        for key, entry in fut.result():
+                            results[key] = entry
+                            if cache:
+                                cache.put(key, entry)
+                            done += 1
                     if progress:
                         progress("embedding", done, len(jobs))
     finally:

@@ -102,15 +102,19 @@ class Extraction:
     detection: Detection | None = None
     was_grey: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)
+    aligned: np.ndarray | None = None  # the face chip, kept only when extract(embed=False)
 
     @property
     def ok(self) -> bool:
         return self.embedding is not None
 
 
-def extract(backend: FaceBackend, image, policy: str = "largest_central") -> Extraction:
+def extract(backend: FaceBackend, image, policy: str = "largest_central", embed: bool = True) -> Extraction:
     """Decode (path, bytes or array), detect, choose one face, align, embed. Never raises
-    for bad image content: failures come back as ``reason``."""
+    for bad image content: failures come back as ``reason``.
+
+    ``embed=False`` stops after alignment (``reason`` "ok", chip in ``aligned``) so that a
+    caller can embed many chips in one batch."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     try:
@@ -130,6 +134,8 @@ def extract(backend: FaceBackend, image, policy: str = "largest_central") -> Ext
     t = time.perf_counter()
     aligned = backend.align(bgr, face)
     timings["align"] = _ms(t)
+    if not embed:
+        return Extraction(None, "ok", len(detections), face, decoded.was_grey, timings, aligned)
     t = time.perf_counter()
     emb = backend.embed(aligned)
     timings["embed"] = _ms(t)
