@@ -21,7 +21,6 @@ import threading
 import time
 
 import pytest
-import serial
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
