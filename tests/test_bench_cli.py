@@ -112,3 +112,28 @@ def test_latency_reports_every_stage(tmp_path):
     assert data["frame"]["width"] == 640 and data["frame"]["height"] == 480
     assert data["decision"]["face_count"] == 1
     assert data["baseline"] is None or data["baseline"]["end_to_end"]["p50_ms"] > 0
+
+
+def test_acquisition_reports_fta_against_the_baseline_and_each_pass(tmp_path):
+    from harness.facedata import list_identities, prepare_samples
+
+    samples = [cv2.imread(str(i.images[0])) for i in list_identities(prepare_samples())[:2]]
+    data = tmp_path / "faces"
+    for k, img in enumerate(samples):
+        (data / f"id{k}").mkdir(parents=True)
+        cv2.imwrite(str(data / f"id{k}" / "1.png"), img)
+        cv2.imwrite(str(data / f"id{k}" / "2.png"), cv2.flip(img, 1))
+    cv2.imwrite(str(data / "id1" / "3.png"), blob_image(200, 200, (100, 100)))  # no face in it
+    out = tmp_path / "acq.json"
+    res = runner.invoke(app, ["bench", "acquisition", "--dataset", str(data), "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    r = json.loads(out.read_text())
+    assert r["images"] == 5 and r["ours_fta_images"] == 1
+    passes = r["passes"]
+    assert passes["hog_grey_up1"]["runs"] == 5 and passes["hog_grey_up1"]["found"] == 4
+    assert passes["hog_eq_up2"]["runs"] == 1 and passes["hog_eq_up2"]["found"] == 0  # only the blank got there
+    if r["baseline_fta_images"] is not None:
+        assert r["baseline_fta_images"] == 1 and r["ours_fta_pairs"] <= r["baseline_fta_pairs"]
+    assert "hog_eq_up2" in res.output
+    missing = runner.invoke(app, ["bench", "acquisition", "--dataset", str(tmp_path / "nope")])
+    assert missing.exit_code == 2

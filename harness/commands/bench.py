@@ -1,4 +1,4 @@
-"""`facehil bench accuracy|latency`: how accurate and how fast a face matcher is."""
+"""`facehil bench accuracy|latency|acquisition`: how accurate and how fast a face matcher is, how often it finds the face."""
 
 from __future__ import annotations
 
@@ -172,7 +172,9 @@ def latency(
             raise typer.Exit(1)
     out["identity_source"] = source.kind
     out["face_scale"] = face_scale
-    table = Table("stage", "p50 ms", "p95 ms", "p99 ms", title=f"{backend} latency, one thread, 640x480")
+    out["engine"] = getattr(be, "engine", None)
+    engine = f" ({out['engine']} embedding)" if out["engine"] else ""
+    table = Table("stage", "p50 ms", "p95 ms", "p99 ms", title=f"{backend}{engine} latency, one thread, 640x480")
     for name, s in out["stages"].items():
         table.add_row(name, f"{s['p50_ms']:.1f}", f"{s['p95_ms']:.1f}", f"{s['p99_ms']:.1f}")
     if out.get("baseline"):
@@ -185,4 +187,50 @@ def latency(
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(_clean(out), indent=1, default=_json_default) + "\n")
+        console.print(f"JSON: {json_out}")
+
+
+@app.command("acquisition")
+def acquisition(
+    dataset: Path = typer.Option(..., "--dataset", help="Face dataset folder (LFW layout with pairs.txt, ORL, or identity folders)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the figures here (JSON)."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also run face_recognition's detector."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N pairs."),
+) -> None:
+    """Failure to acquire, ours against face_recognition, and the time of each detection pass."""
+    import cv2
+
+    from harness.biometrics import acquisition as acq
+    from harness.biometrics.backend import BackendError
+    from harness.biometrics.datasets import PairsError, pairs_for
+    from harness.biometrics.matcher import load_backend
+
+    cv2.setNumThreads(1)
+    if not dataset.is_dir():
+        console.print(f"[red]dataset folder does not exist:[/red] {dataset}")
+        raise typer.Exit(2)
+    try:
+        pair_list, source = pairs_for(dataset)
+        be = load_backend("dlib")
+    except (PairsError, BackendError) as exc:
+        console.print(f"[red]acquisition bench cannot start:[/red] {exc}", soft_wrap=True)
+        raise typer.Exit(2)
+    pair_list = pair_list[:limit] if limit else pair_list
+    with console.status(f"detecting faces in the images of {len(pair_list)} pairs"):
+        r = acq.compare(be, pair_list, dataset.name, with_baseline=baseline)
+    table = Table("detector", "FTA pairs", "FTA images", "time s", title=f"acquisition on {dataset.name} ({source})")
+    table.add_row("facehil (dlib)", f"{r.ours_fta_pairs}/{r.pairs} ({_pct(r.ours_fta_rate)})",
+                  f"{r.ours_fta_images}/{r.images}", f"{sum(p['total_ms'] for p in r.passes.values()) / 1000:.1f}")
+    if r.baseline_fta_pairs is not None:
+        table.add_row("face_recognition (HOG, upsample 1)", f"{r.baseline_fta_pairs}/{r.pairs} "
+                      f"({_pct(r.baseline_fta_rate)})", f"{r.baseline_fta_images}/{r.images}",
+                      f"{r.baseline_ms / 1000:.1f}")
+    console.print(table)
+    passes = Table("pass", "runs", "found a face", "mean ms", "total s", title="detection passes (in order)")
+    for name, p in r.passes.items():
+        passes.add_row(name, str(p["runs"]), str(p["found"]), f"{p['mean_ms']:.1f}", f"{p['total_ms'] / 1000:.1f}")
+    console.print(passes)
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(_clean(r.as_dict()), indent=1, default=_json_default) + "\n")
         console.print(f"JSON: {json_out}")
