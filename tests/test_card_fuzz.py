@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from card_fuzz import ApduFuzzer, CardModel, InvariantBroken, encode
+from card_fuzz import ApduFuzzer, CardModel, InvariantBroken, Sent, encode
 from drivers.mynumber import TerminalCredential
 from sim.card.cardos import CardOS
 from sim.card.filesystem import SecretEF
@@ -40,19 +40,23 @@ def decks(card_deck):
 
 
 def _probe_blocked(transmit, apps, model: CardModel) -> int:
-    """Every counter the model has blocked refuses its right secret with the blocked SW."""
+    """Every counter the model has blocked refuses its right secret with the blocked SW.
+
+    The probe's commands go through the model too, so it keeps following the card's session."""
     checked = 0
     efs = {ef.counter: (app.aid, ef) for app in apps for ef in app.files.values() if isinstance(ef, SecretEF)}
     for name, (aid, ef) in efs.items():
         if model.counters[name] != 0 or ef.value is None:
             continue
-        for apdu in (encode(0, 0xA4, 4, 0x0C, aid), encode(0, 0xA4, 2, 0x0C, ef.fid.to_bytes(2, "big"))):
-            assert transmit(apdu) == b"\x90\x00"
-        resp = transmit(encode(0, 0x20, 0, 0x80, ef.value.encode()))
+        secret = ef.value.encode()
+        for sent in (Sent("select_aid", encode(0, 0xA4, 4, 0x0C, aid), aid),
+                     Sent("select_ef", encode(0, 0xA4, 2, 0x0C, ef.fid.to_bytes(2, "big")), ef.fid),
+                     Sent("verify", encode(0, 0x20, 0, 0x80, secret), secret=secret)):
+            resp = transmit(sent.apdu)
+            model.observe(sent, resp)
         if int.from_bytes(resp[-2:], "big") != model.blocked_sw:
             raise InvariantBroken(f"blocked {name} answered {resp[-2:].hex()} to its right secret")
         checked += 1
-    model.lose_session()
     return checked
 
 
@@ -109,7 +113,6 @@ def test_fuzz_card_os_in_process_keeps_its_security_invariants(decks, tmp_path, 
             total += 1
         try:
             blocked_probes += _probe_blocked(card.process, card.apps, model)
-            card.reset()
         except InvariantBroken as exc:
             raise InvariantBroken(f"{exc}\n{_context(SEED, life, LIFETIME_APDUS, history)}") from None
         for k, v in model.stats.items():
@@ -184,8 +187,11 @@ def test_fuzz_through_pcscd(pcscd, decks, tmp_path, record_property):
         reader.wait_for_insertion(EVENT_TIMEOUT_S)
         conn = reader.connect()
         try:
+            blocked_probes = 0
             while sent_count < PCSCD_APDUS:
                 if sent_count % 250 == 0:  # careless and careful spells: counters block, files open
+                    if sent_count:
+                        blocked_probes += _probe_blocked(conn.transmit_raw, local.apps, model)
                     fuzzer.p_right = (0.6, 0.02)[sent_count // 250 % 2]
                 if rng.random() < 0.002:
                     proc.control.reissue()
@@ -207,7 +213,7 @@ def test_fuzz_through_pcscd(pcscd, decks, tmp_path, record_property):
                 except InvariantBroken as exc:
                     raise InvariantBroken(f"{exc}\n{_context(SEED + 1, 0, sent_count, history)}") from None
                 sent_count += 1
-            blocked_probes = _probe_blocked(conn.transmit_raw, local.apps, model)
+            blocked_probes += _probe_blocked(conn.transmit_raw, local.apps, model)
         finally:
             conn.close()
     finally:
@@ -219,7 +225,7 @@ def test_fuzz_through_pcscd(pcscd, decks, tmp_path, record_property):
     assert {k: stored[k] for k in model.counters} == model.counters
     record_property("apdus_through_pcscd", sent_count)
     print(f"\ncard OS fuzz through pcscd: {sent_count} APDUs in {elapsed_s:.1f} s "
-          f"({refused_by_pcscd} refused by pcscd), {blocked_probes} blocked counters probed at the end, "
+          f"({refused_by_pcscd} refused by pcscd), {blocked_probes} blocked counters probed, "
           f"{model.stats.get('protected_reads', 0)} protected reads")
     assert sent_count >= PCSCD_APDUS and refused_by_pcscd < sent_count // 20
     assert blocked_probes >= 1 and model.stats.get("protected_reads", 0) >= 20
