@@ -195,10 +195,13 @@ class StationSession:
             os.environ[PCSC_SOCKET_ENV] = str(station.pcsc.socket)
         set_station_limits(self.config, station.limits, source=str(station.path))
         if station.station.simulated:
-            from sim.station import StationError, reissue_disposable_cards  # the sim station factory
+            from sim.station import TOKEN_ENV, StationError, read_station_token, reissue_disposable_cards
 
+            token = read_station_token(station.station.state_dir)
+            if token:  # the station's card control ports take it from here (sim/card/control.py)
+                os.environ[TOKEN_ENV] = token
             try:
-                reissue_disposable_cards(station.cards)
+                reissue_disposable_cards(station.cards, station.station.state_dir)
             except StationError as exc:
                 raise StationUnavailable(str(exc)) from None
         self._station = station

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import select
 import subprocess
 import sys
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 
 PROCESSES_FILE = "processes.json"
 LOGS_DIR = "logs"
+TOKEN_FILE = "token"  # <state_dir>/token, mode 0600: the station's control-port secret
+TOKEN_ENV = "FACEHIL_STATION_TOKEN"  # how the station's own processes get it (never argv: `ps` shows argv)
 READY_TIMEOUT_S = 30.0
 READY_PREFIX = "READY "
 
@@ -125,6 +128,33 @@ def wait_ready(proc: subprocess.Popen, lines: LogLines | PipeLines, what: str,
     raise StationError(f"{what} {state}{where}:\n{lines.tail()}")
 
 
+# -- the station token ---------------------------------------------------------------------------
+def new_station_token(state_dir: Path) -> str:
+    """A fresh random token for one station, written to ``<state_dir>/token`` readable by its
+    owner only (created 0600 under a temporary name, then renamed over any earlier one)."""
+    token = secrets.token_hex(32)
+    path = state_dir / TOKEN_FILE
+    tmp = state_dir / f".{TOKEN_FILE}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, token.encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return token
+
+
+def read_station_token(state_dir: Path | str | None) -> str | None:
+    """The token of the station in ``state_dir``, or None when it has none (or no state folder)."""
+    if state_dir is None:
+        return None
+    try:
+        return (Path(state_dir) / TOKEN_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
 # -- tracked processes ---------------------------------------------------------------------------
 @dataclass
 class ProcessRecord:
@@ -162,12 +192,17 @@ class SimContext:
     station: dict = field(default_factory=dict)
     processes: list[ProcessRecord] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
+    token: str | None = None  # the station's control-port token (TOKEN_FILE); None: ports are open
+
 
     def env(self) -> dict[str, str]:
         """Environment for a station process: the right pcscd, unbuffered logs."""
         env = dict(os.environ)
         env.update(self.pcscd.client_env())
         env.update(self.extra_env)
+        env.pop(TOKEN_ENV, None)
+        if self.token:
+            env[TOKEN_ENV] = self.token
         env["PYTHONUNBUFFERED"] = "1"
         return env
 

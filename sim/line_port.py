@@ -72,6 +72,7 @@ class PtyPort:
     def __init__(self, max_line_bytes: int) -> None:
         self.max_line_bytes = max_line_bytes
         self.master, self.slave = os.openpty()
+        os.fchmod(self.slave, 0o600)  # devpts makes it group-writable (tty): only its owner may drive it
         tty.setraw(self.slave)  # no echo, no line editing: a serial line carries bytes
         tty.setraw(self.master)
         os.set_blocking(self.master, False)

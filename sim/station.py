@@ -27,11 +27,12 @@ from pathlib import Path
 import tomli_w
 
 from sim.context import (BASE_PROVIDES, COMPONENTS, LOGS_DIR, PROCESSES_FILE, Component, ProcessRecord,
-                         SimContext, StationError, check_order)
+                         TOKEN_ENV, TOKEN_FILE, SimContext, StationError, check_order, new_station_token,
+                         read_station_token)
 from sim.pcscd import PcscdError, ensure_system_pcscd, pid_alive, process_started_at, start_private_pcscd
 
-__all__ = ["PROCESSES_FILE", "STATION_FILE", "SimContext", "StationError", "default_state_dir", "running_station",
-           "sim_down", "sim_status", "sim_up", "reissue_disposable_cards"]
+__all__ = ["PROCESSES_FILE", "STATION_FILE", "TOKEN_ENV", "SimContext", "StationError", "default_state_dir",
+           "read_station_token", "running_station", "sim_down", "sim_status", "sim_up", "reissue_disposable_cards"]
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +76,14 @@ def sim_up(state_dir: Path | None = None, *, private_pcscd: bool = False, firmwa
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
         _fresh_logs(state_dir)
+        token = new_station_token(state_dir)  # a new one per up: an old one opens nothing
         faces = resolve_faces(dataset)
         pcscd = (start_private_pcscd() if private_pcscd
                  else ensure_system_pcscd(log_path=state_dir / LOGS_DIR / "pcscd.log"))
     except (FaceDataError, PcscdError, OSError) as exc:
         raise StationError(str(exc)) from exc
     ctx = SimContext(state_dir=state_dir, pcscd=pcscd, faces=faces, firmware=firmware,
-                     options=dict(options or {}))
+                     options=dict(options or {}), token=token)
     if pcscd.pid is not None:
         ctx.processes.append(ProcessRecord(name="pcscd", pid=pcscd.pid, argv=["pcscd"],
                                            log_path=str(pcscd.log_path or ""),
@@ -123,7 +125,7 @@ def _place_demo_card(ctx: SimContext) -> None:
     except RigError as exc:
         raise StationError(f"the rig could not place deck card {slot} on the reader: {exc}") from exc
     card = next(c for c in ctx.station["cards"] if c.get("placer_slot") == slot)
-    if not wait_powered(CardControl.from_address(card["control"])):
+    if not wait_powered(CardControl.from_address(card["control"], token=ctx.token)):
         log.warning("pcscd has not powered the placed deck card %s", card["id"])
 
 
@@ -188,9 +190,8 @@ def sim_down(state_dir: Path | None = None, timeout_s: float = 5.0) -> list[str]
                 pass
         _reap(pid)
         stopped.append(rec["name"])
-    path = state_dir / PROCESSES_FILE
-    if path.exists():
-        path.unlink()
+    for name in (PROCESSES_FILE, TOKEN_FILE):  # the token opens nothing any more
+        (state_dir / name).unlink(missing_ok=True)
     return stopped
 
 
@@ -201,18 +202,20 @@ def _reap(pid: int) -> None:
         pass
 
 
-def reissue_disposable_cards(cards) -> list[str]:
+def reissue_disposable_cards(cards, state_dir: Path | None = None) -> list[str]:
     """Before a run on a simulated station, re-issue the cards scenarios may lock (``disposable``):
     a lab re-issues a locked test card; a long-lived simulated station (a fleet rig) must too, or
-    the second nightly would find the card still locked. Returns the ids re-issued."""
+    the second nightly would find the card still locked. ``state_dir`` holds the station's token.
+    Returns the ids re-issued."""
     from sim.card.control import CardControl, ControlError
 
+    token = read_station_token(state_dir)
     done = []
     for card in cards:
         if not card.extra.get("disposable") or not card.control:
             continue
         try:
-            CardControl.from_address(card.control).reissue()
+            CardControl.from_address(card.control, token=token).reissue()
         except (ControlError, OSError) as exc:
             raise StationError(f"could not re-issue disposable card {card.id} at {card.control}: {exc}") from exc
         done.append(card.id)

@@ -16,7 +16,8 @@ import sys
 import time
 
 from sim.card.control import CardControl
-from sim.station import PROCESSES_FILE, StationError, default_state_dir, sim_down, sim_status, sim_up
+from sim.station import (PROCESSES_FILE, StationError, default_state_dir, read_station_token, sim_down, sim_status,
+                         sim_up)
 
 # the default layout (placer deck + reference card, demo card placed); a small deck keeps it cheap
 OPTIONS = {"deck_size": 2}
@@ -30,8 +31,10 @@ def check_station() -> None:
     import tomllib
 
     station = tomllib.loads((default_state_dir() / "station.toml").read_text())
-    placed = [c for c in station["cards"] if CardControl.from_address(c["control"]).status()["inserted"] == "1"]
-    if len(placed) != 1 or CardControl.from_address(placed[0]["control"]).status()["powered"] != "1":
+    token = read_station_token(default_state_dir())
+    placed = [c for c in station["cards"]
+              if CardControl.from_address(c["control"], token).status()["inserted"] == "1"]
+    if len(placed) != 1 or CardControl.from_address(placed[0]["control"], token).status()["powered"] != "1":
         raise StationError(f"expected one powered deck card on the reader, got {placed}")
 
 

@@ -13,7 +13,8 @@ from harness.config import load_station
 from harness.facedata import list_identities, resolve_faces
 from sim import camera_marker
 from sim.card.control import CardControl
-from sim.station import running_station, sim_status
+from sim.card.control import ControlError
+from sim.station import read_station_token, running_station, sim_status
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -30,21 +31,22 @@ def test_sim_up_runs_rig_and_camera_and_they_drive_the_station(station):
     assert {"rig", "camera"} <= names
     assert station.rig.url.scheme == "serial" and station.camera.url.scheme == "http"
     slots = {c.placer_slot: c for c in station.cards}
+    token = read_station_token(station.station.state_dir)  # the station's card control ports require it
     with RigController(station.rig.url.serial_url) as rig:
         assert set(rig.info.slots) == set(slots)
         demo = rig.status().card_slot  # `sim up` leaves its first registered standard card on the reader
         assert demo is not None and slots[demo].profile == "standard"
-        assert CardControl.from_address(slots[demo].control).status()["inserted"] == "1"
+        assert CardControl.from_address(slots[demo].control, token).status()["inserted"] == "1"
         ref = station.extra["pcsc"]["reference_card"]  # in the reference reader, not in the placer
         assert ref["slot"] == 1 and ref["id"] not in {c.id for c in station.cards}
-        assert CardControl.from_address(ref["control"]).status()["inserted"] == "1"
+        assert CardControl.from_address(ref["control"], token).status()["inserted"] == "1"
         target = max(slots)
         rig.place_card(target, CardPose.nominal(), 2000)
-        st = CardControl.from_address(slots[target].control).status()
+        st = CardControl.from_address(slots[target].control, token).status()
         assert (st["inserted"], st["coupling"]) == ("1", "present")
         for slot, card in slots.items():
             if slot != target:  # one placer, one reader: the other deck cards are off it
-                assert CardControl.from_address(card.control).status()["inserted"] == "0"
+                assert CardControl.from_address(card.control, token).status()["inserted"] == "0"
         who = list_identities(resolve_faces(station.faces.dataset))[0].name
         rig.show_subject(who)
         with OpenCVCamera(station.camera.source) as cam:
@@ -54,7 +56,7 @@ def test_sim_up_runs_rig_and_camera_and_they_drive_the_station(station):
             while frame.image[16:].mean() > 3:  # the display goes dark in the stream
                 frame = cam.read(timeout_s=10)
         rig.remove_card(2000)
-        assert CardControl.from_address(slots[target].control).status()["inserted"] == "0"
+        assert CardControl.from_address(slots[target].control, token).status()["inserted"] == "0"
 
 
 def _supply_status(address: str) -> dict[str, str]:
@@ -77,3 +79,33 @@ def test_power_relay_switches_the_simulated_reader(station):
         assert rig.command("POWER ON").fields["supply"] == "ok"
         assert _supply_status(address)["power"] == "on"
         assert rig.health().ok
+
+
+def test_the_station_token_guards_every_card_control_port(station):
+    """Issue 10 §4: a card's control port (REISSUE unblocks a PIN) answers only a client holding
+    the station's token, kept in the state folder readable by its owner alone."""
+    state_dir = station.station.state_dir
+    token_file = state_dir / "token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = read_station_token(state_dir)
+    assert token and len(token) >= 32
+    cards = list(station.cards) + [station.extra["pcsc"]["reference_card"]]
+    for card in cards:
+        control = card["control"] if isinstance(card, dict) else card.control
+        for wrong in (None, "0" * len(token)):
+            with pytest.raises(ControlError, match="auth required|refused the token"):
+                CardControl.from_address(control, wrong).command("REISSUE")
+        assert "inserted" in CardControl.from_address(control, token).status()
+    # the station's own processes get the token through their environment, never on argv
+    for proc in sim_status(state_dir):
+        if proc["alive"] and proc["kind"] != "pcscd":
+            assert token not in " ".join(proc["argv"])
+
+
+def test_the_rig_and_reader_ptys_are_only_their_owners(station):
+    import os
+    import stat
+
+    for path in (station.rig.url.serial_url, station.dut.url.removeprefix("serial:")):
+        mode = os.stat(path).st_mode
+        assert stat.S_ISCHR(mode) and mode & 0o077 == 0, f"{path} mode {oct(mode & 0o777)}"

@@ -36,7 +36,7 @@ def _card_entry(station_file: Path, card_id: str) -> dict:
 
 
 def switch_card(persona: Path, to: str, *, control: str | None = None, pin: str | None = None,
-                state_path: Path | None = None):
+                state_path: Path | None = None, token: str | None = None):
     """Switch the card in place (sim.card.switch) and have its running card process serve it.
 
     Returns (SwitchResult, served). Without a reachable card process the retry counters in
@@ -49,7 +49,7 @@ def switch_card(persona: Path, to: str, *, control: str | None = None, pin: str 
     result = switch_profile(persona, to, pin=pin)
     if control:
         try:
-            CardControl.from_address(str(control)).reload()
+            CardControl.from_address(str(control), token=token).reload()
             return result, True
         except ControlError as exc:
             log.warning("card process at %s not reached: %s", control, exc)
@@ -67,13 +67,14 @@ def switch(card_id: str = typer.Argument(..., metavar="ID", help="The card's id 
     """Switch a card between standard and face-auth in place, as the municipality does: the same card
     (My Number, user-auth certificate and serial), a new profile. A running card process serves it at once."""
     from sim.card.switch import SwitchError
-    from sim.station import default_state_dir
+    from sim.station import default_state_dir, read_station_token
 
     folder = state_dir or default_state_dir()
     entry = _card_entry(folder / STATION_FILE, card_id)
     try:
         result, served = switch_card(Path(entry["persona"]), to, control=entry.get("control"), pin=pin,
-                                     state_path=folder / "cards" / f"{card_id}.state.json")
+                                     state_path=folder / "cards" / f"{card_id}.state.json",
+                                     token=read_station_token(folder))
     except SwitchError as exc:
         console.print(f"[red]switch refused:[/red] {exc}")
         raise typer.Exit(1)

@@ -10,18 +10,28 @@ One ASCII line per command, one reply line ``OK [k=v ...]`` or ``ERR <reason>``:
     RELOAD  -> OK; serve the persona file's profile again (after `facehil sim card switch`, sim/card/switch.py)
     QUIT    -> OK, then the card process exits
 
+A card process of a station started by `facehil sim up` holds the station's token (environment
+``FACEHIL_STATION_TOKEN``, sim/context.py); then the first line of every connection must be
+``AUTH <token>`` (-> ``OK``); anything else is answered ``ERR auth required`` and the
+connection is closed, so no local user without the token can REISSUE (unblock a PIN) or move a
+card. A card process started without a token (a test's own card) is open, as before.
+
 The rig (sim/rig.py), the station and tests drive cards through ``CardControl``.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
+import os
 import socket
 import socketserver
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+
 from sim.card.vpcd import CardLink
+from sim.context import TOKEN_ENV
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +91,8 @@ def handle_line(line: str, link: CardLink, info: dict[str, str], reload: Callabl
 class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         server: ControlServer = self.server  # type: ignore[assignment]
+        if server.token is not None and not self._authenticate(server.token):
+            return
         while True:
             try:
                 raw = self.rfile.readline(MAX_LINE + 1)
@@ -104,6 +116,19 @@ class _Handler(socketserver.StreamRequestHandler):
             if not sent or server.quitting.is_set():
                 return
 
+    def _authenticate(self, token: str) -> bool:
+        """The connection's first line must be ``AUTH <token>``."""
+        try:
+            raw = self.rfile.readline(MAX_LINE + 1)
+        except OSError:
+            return False
+        words = raw.decode("ascii", "replace").split()
+        if len(words) == 2 and words[0].upper() == "AUTH" and hmac.compare_digest(words[1].encode(), token.encode()):
+            return self._send("OK")
+        log.warning("control connection from %s:%d refused: no valid AUTH line", *self.client_address[:2])
+        self._send("ERR auth required")
+        return False
+
     def _send(self, reply: str) -> bool:
         try:
             self.wfile.write(reply.encode("ascii") + b"\n")
@@ -117,8 +142,10 @@ class ControlServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int, link: CardLink, info: dict[str, str]) -> None:
+    def __init__(self, port: int, link: CardLink, info: dict[str, str], token: str | None = None) -> None:
         super().__init__(("127.0.0.1", port), _Handler)
+        # the station's token (sim/context.py); from the environment a station process is given
+        self.token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
         self.link = link
         self.info = info
         self.reload: Callable[[], None] | None = None  # RELOAD: set by the card process
@@ -140,19 +167,32 @@ class CardControl:
     host: str
     port: int
     timeout_s: float = 5.0
+    token: str | None = None  # the station's token; None: FACEHIL_STATION_TOKEN if set (a station process)
+
+    def __repr__(self) -> str:  # never the token
+        return f"CardControl({self.host}:{self.port})"
 
     @classmethod
-    def from_address(cls, address: str) -> "CardControl":
+    def from_address(cls, address: str, token: str | None = None) -> "CardControl":
         """From ``"127.0.0.1:<port>"`` as a station file's ``[[cards]] control`` holds it."""
         host, _, port = address.rpartition(":")
-        return cls(host or "127.0.0.1", int(port))
+        return cls(host or "127.0.0.1", int(port), token=token)
 
     def command(self, line: str) -> str:
-        """Send one line; return the reply after ``OK`` (raises ControlError on ERR)."""
+        """Send one line (after ``AUTH <token>`` when there is a token); return the reply after
+        ``OK`` (raises ControlError on ERR)."""
+        token = self.token or os.environ.get(TOKEN_ENV) or None
         try:
             with socket.create_connection((self.host, self.port), timeout=self.timeout_s) as s:
+                replies = s.makefile("rb")
+                if token:
+                    s.sendall(f"AUTH {token}\n".encode("ascii"))
+                    auth = replies.readline().decode("ascii").strip()
+                    if auth != "OK":
+                        raise ControlError(f"card control {self.host}:{self.port} refused the token: "
+                                           f"{auth or 'no reply'}")
                 s.sendall(line.encode("ascii") + b"\n")
-                reply = s.makefile("rb").readline().decode("ascii").strip()
+                reply = replies.readline().decode("ascii").strip()
         except OSError as exc:
             raise ControlError(f"card control {self.host}:{self.port} unreachable: {exc}") from None
         if reply == "OK" or reply.startswith("OK "):

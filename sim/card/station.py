@@ -99,7 +99,7 @@ def await_card(ctx: SimContext, spawned: Spawned, persona: Persona, slot: int, n
     port = ctx.pcscd.slot_port(slot)
     control = control_port(ctx, spawned)
     started = time.monotonic()
-    if wait_powered(CardControl("127.0.0.1", control)):
+    if wait_powered(CardControl("127.0.0.1", control, token=ctx.token)):
         log.info("pcscd powered card %s on vpcd port %d after %.2f s", persona.id, port, time.monotonic() - started)
     else:
         log.warning("pcscd has not powered card %s on vpcd port %d within %.0f s", persona.id, port,
