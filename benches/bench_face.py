@@ -232,8 +232,10 @@ def test_cold_accuracy_lfw_dev_two_workers(goals, tmp_path):
     t = time.perf_counter()
     result = evaluate(pairs, EvalConfig(workers=2, use_cache=False, n_boot=1000))
     elapsed = time.perf_counter() - t
+    cpu = result["run"]["cpu_s"]
     goals(f"cold accuracy lfw-dev, {len(pairs)} pairs, 2 workers, no cache (EER {result['eer'] * 100:.2f}%, "
-          f"FTA {result['fta_pairs']} pairs)", elapsed, "<= 60", "s", elapsed <= 60.0)
+          f"FTA {result['fta_pairs']} pairs; {cpu:.0f} CPU-s in all, i.e. {cpu / 2:.0f} s on two free cores)",
+          elapsed, "<= 60", "s wall", elapsed <= 60.0)
 
 
 def test_converted_network_keeps_accuracy_and_threshold(goals, monkeypatch):

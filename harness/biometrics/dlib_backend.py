@@ -112,7 +112,7 @@ class DlibBackend:
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
         self._shape = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
-        self._net = dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+        self._net_instance = None  # dlib's own ResNet: loaded only when used (~1 s, ~100 MB)
         self.min_face_px = int(min_face_px)
         self.upsample_max_side_px = int(upsample_max_side_px)
         self.refine = refine  # "refit" (landmarks from a normalised box), "roi" (re-scan), "none"
@@ -283,6 +283,14 @@ class DlibBackend:
                                            [dlib.point(int(round(x)), int(round(y))) for x, y in detection.landmarks])
         rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
         return dlib.get_face_chip(rgb, shape, size=CHIP_SIZE_PX, padding=CHIP_PADDING)
+
+    @property
+    def _net(self):
+        if self._net_instance is None:
+            import face_recognition_models as frm
+
+            self._net_instance = self._dlib.face_recognition_model_v1(frm.face_recognition_model_location())
+        return self._net_instance
 
     def _dlib_embed(self, aligned: np.ndarray) -> np.ndarray:
         return np.asarray(self._net.compute_face_descriptor(np.ascontiguousarray(aligned)), dtype=np.float32)

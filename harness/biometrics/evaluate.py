@@ -257,6 +257,7 @@ def evaluate(pairs: list[Pair], cfg: EvalConfig, progress: Callable[[str, int, i
     if unknown:
         raise ValueError(f"unknown condition(s) {', '.join(unknown)}: choose from {', '.join(cond.NAMES)}")
     t0 = time.perf_counter()
+    cpu0 = cpu_seconds()
     version = model_version(cfg.backend, cfg.model_pack)
     paths = sorted({str(p) for pair in pairs for p in (pair.reference, pair.probe)})
     hashes = _hash_files(paths, progress)
@@ -274,10 +275,21 @@ def evaluate(pairs: list[Pair], cfg: EvalConfig, progress: Callable[[str, int, i
         "conditions": per_condition,
         "images": {"distinct": len(paths), "embeddings": len(jobs), "fta": sum(image_fta.values()),
                    "fta_reasons": dict(image_fta)},
-        "run": {"elapsed_s": elapsed, "workers": cfg.workers, **stats, "peak_rss_mb": peak_rss_mb()},
+        "run": {"elapsed_s": elapsed, "cpu_s": cpu_seconds() - cpu0, "workers": cfg.workers, **stats,
+                "peak_rss_mb": peak_rss_mb()},
         "_scores": {c: s[0] for c, s in scored.items()},  # ScoreSets; callers drop this before writing
     }
     return out
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished workers (s): on a shared
+    machine, CPU time / workers is what the run would take with its cores to itself."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
 
 
 def peak_rss_mb() -> dict:

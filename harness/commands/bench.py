@@ -108,7 +108,8 @@ def accuracy(
                       _ci(ci.get("fnmr_at_fmr", {}).get("0.001")), f"{r['threshold_at_fmr']['0.001']:.4f}")
     console.print(table)
     run = result["run"]
-    console.print(f"{run['images']} embeddings ({run['cache_hits']} cached) in {run['elapsed_s']:.1f} s, "
+    console.print(f"{run['images']} embeddings ({run['cache_hits']} cached) in {run['elapsed_s']:.1f} s "
+                  f"({run['cpu_s']:.0f} CPU-s), "
                   f"{run['workers']} worker(s); peak RSS main {run['peak_rss_mb']['main']:.0f} MB, "
                   f"largest worker {run['peak_rss_mb']['largest_worker']:.0f} MB")
     json_out.parent.mkdir(parents=True, exist_ok=True)
