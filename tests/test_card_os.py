@@ -277,6 +277,7 @@ CORRUPT_STATES = [
     ("not utf-8", b"\xff\xfe{}"),
     ("a list", b"[1, 2]"),
     ("no version", b'{"tries": {"user_auth_pin": 0}}'),
+    ("no checksum", b'{"version": 2, "tries": {"user_auth_pin": 3}}'),
     ("tries not a table", b'{"version": 1, "tries": 3}'),
     ("above the maximum", b'{"version": 1, "tries": {"user_auth_pin": 0, "assist_pin": 4}}'),
     ("far above the maximum", b'{"version": 1, "tries": {"user_auth_pin": 999}}'),
@@ -308,6 +309,53 @@ def test_corrupt_state_file_fails_safe_and_is_set_aside(personas, materials, tmp
     assert run(card, JPKI, ef("0018"), verify(p.pin))[1] == 0x6984
     card.state.reissue()
     assert run(card, JPKI, ef("0018"), verify(p.pin))[1] == 0x9000
+
+
+def test_a_digit_flipped_in_a_valid_state_file_is_caught_by_its_checksum(personas, materials, tmp_path):
+    p = personas["p001"]
+    state = tmp_path / "state.json"
+    _block_pin(build_card(p, state, materials["p001"]), p)
+    doc = json.loads(state.read_text())
+    assert doc["version"] == 2 and len(doc["sha256"]) == 64
+    doc["tries"]["user_auth_pin"] = 3  # still well-formed, still in range: only the checksum tells
+    state.write_text(json.dumps(doc))
+    card = build_card(p, state, materials["p001"])
+    assert card.state.failed_safe and run(card, JPKI, ef("0018"), verify(p.pin))[1] == 0x6984
+
+
+def test_random_damage_to_the_state_file_never_gives_back_a_try(personas, materials, tmp_path):
+    """Byte flips, cuts and insertions: the loaded counters are the stored ones or all blocked."""
+    import random
+
+    from sim.card.persona import COUNTERS
+    from sim.card.state import CardState
+
+    p = personas["p001"]
+    state = tmp_path / "state.json"
+    _block_pin(build_card(p, state, materials["p001"]), p)
+    good = state.read_bytes()
+    stored = json.loads(good)["tries"]
+    rng = random.Random(7)
+    outcomes = {"kept": 0, "blocked": 0}
+    for _ in range(200):
+        damaged = bytearray(good)
+        at = rng.randrange(len(damaged))
+        how = rng.randrange(3)
+        if how == 0:
+            damaged[at] = rng.randrange(256)
+        elif how == 1:
+            del damaged[at:at + rng.randint(1, 8)]
+        else:
+            damaged[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 4)))
+        state.write_bytes(bytes(damaged))
+        loaded = CardState.load(state, p.start_tries(), COUNTERS)
+        if loaded.failed_safe:
+            assert set(loaded.tries.values()) == {0}
+            outcomes["blocked"] += 1
+        else:
+            assert loaded.tries == stored, bytes(damaged)
+            outcomes["kept"] += 1
+    assert outcomes["blocked"] > 150
 
 
 def test_a_valid_state_file_is_kept(personas, materials, tmp_path):

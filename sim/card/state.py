@@ -6,8 +6,9 @@ the same folder, fsync, ``os.replace``, fsync of the folder): a kill or a power 
 moment leaves the old or the new file, never a torn one, and a finished write is durable.
 Without a path the state lives in memory only (pure-object tests).
 
-A state file that cannot be trusted (unparseable, a foreign format, a counter that is not an
-integer or lies outside 0..maximum) fails safe: it is kept aside as ``.corrupt`` and *every*
+The file carries a SHA-256 of its content, so damage that still parses (a flipped digit) is
+caught too. A state file that cannot be trusted (unparseable, a foreign format, a checksum that
+does not match, a counter that is not an integer or lies outside 0..maximum) fails safe: it is kept aside as ``.corrupt`` and *every*
 counter starts blocked (0). Starting from the issued values instead would let anyone who can
 damage the file unblock a blocked PIN. The card control port's ``REISSUE`` (what a lab does to
 a locked test card) restores the issued values.
@@ -15,6 +16,7 @@ a locked test card) restores the issued values.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -25,7 +27,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+LEGACY_VERSIONS = (1,)  # written before the checksum: read, then rewritten with one
 
 
 class CorruptState(ValueError):
@@ -93,6 +96,7 @@ class CardState:
         folder = self.path.parent
         folder.mkdir(parents=True, exist_ok=True)
         doc = {"version": FORMAT_VERSION, "updated": time.time(), "tries": self.tries}
+        doc["sha256"] = _digest(doc)
         fd, tmp = tempfile.mkstemp(prefix=self.path.name + ".", suffix=".tmp", dir=folder)
         try:
             with os.fdopen(fd, "w") as fh:
@@ -123,8 +127,10 @@ def _parse(raw: bytes, maximum: dict[str, int]) -> dict[str, int]:
         doc = json.loads(raw)
     except ValueError as exc:  # also UnicodeDecodeError
         raise CorruptState(f"not JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("version") != FORMAT_VERSION:
+    if not isinstance(doc, dict) or doc.get("version") not in (FORMAT_VERSION, *LEGACY_VERSIONS):
         raise CorruptState(f"not a version-{FORMAT_VERSION} card state")
+    if doc["version"] == FORMAT_VERSION and doc.get("sha256") != _digest(doc):
+        raise CorruptState("checksum does not match the content")
     stored = doc.get("tries")
     if not isinstance(stored, dict):
         raise CorruptState("no 'tries' table")
@@ -136,3 +142,9 @@ def _parse(raw: bytes, maximum: dict[str, int]) -> dict[str, int]:
             raise CorruptState(f"counter {name}={value!r} outside 0..{maximum[name]}")
         out[name] = value
     return out
+
+
+def _digest(doc: dict) -> str:
+    """SHA-256 of the document without its checksum, in a canonical form."""
+    body = {k: v for k, v in doc.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
