@@ -60,6 +60,19 @@ def _probe_blocked(transmit, apps, model: CardModel) -> int:
     return checked
 
 
+def _block(transmit, apps, model: CardModel, counter: str) -> None:
+    """Wrong secrets on ``counter`` until the model has it blocked (each one judged by the model)."""
+    aid, ef = next((app.aid, ef) for app in apps for ef in app.files.values()
+                   if isinstance(ef, SecretEF) and ef.counter == counter)
+    for sent in (Sent("select_aid", encode(0, 0xA4, 4, 0x0C, aid), aid),
+                 Sent("select_ef", encode(0, 0xA4, 2, 0x0C, ef.fid.to_bytes(2, "big")), ef.fid)):
+        model.observe(sent, transmit(sent.apdu))
+    wrong = ("0000" if ef.value != "0000" else "1111").encode()
+    while model.counters[counter]:
+        sent = Sent("verify", encode(0, 0x20, 0, 0x80, wrong), secret=wrong)
+        model.observe(sent, transmit(sent.apdu))
+
+
 def _context(seed: int, life: int, i: int, history: list[tuple[bytes, bytes]]) -> str:
     tail = "\n".join(f"  > {a.hex().upper()[:80]}  < {r[-2:].hex().upper()} ({len(r) - 2} bytes)"
                      for a, r in history[-15:])
@@ -187,11 +200,25 @@ def test_fuzz_through_pcscd(pcscd, decks, tmp_path, record_property):
         reader.wait_for_insertion(EVENT_TIMEOUT_S)
         conn = reader.connect()
         try:
-            blocked_probes = 0
+            blocked_probes = blocked_after_restart = 0
+            restarted = False
             while sent_count < PCSCD_APDUS:
                 if sent_count % 250 == 0:  # careless and careful spells: counters block, files open
                     if sent_count:
                         blocked_probes += _probe_blocked(conn.transmit_raw, local.apps, model)
+                    if sent_count == PCSCD_APDUS // 2 and not restarted:
+                        # the card process restarts with the user-auth PIN blocked: it stays blocked
+                        _block(conn.transmit_raw, local.apps, model, "user_auth_pin")
+                        conn.close()
+                        proc.stop()
+                        reader.wait_for_removal(EVENT_TIMEOUT_S)
+                        proc = CardProcess(persona, state, pcscd.slot_port(0))
+                        reader.wait_for_insertion(EVENT_TIMEOUT_S)
+                        conn = reader.connect()
+                        model.lose_session()
+                        restarted = True
+                        blocked_after_restart = _probe_blocked(conn.transmit_raw, local.apps, model)
+                        blocked_probes += blocked_after_restart
                     fuzzer.p_right = (0.6, 0.02)[sent_count // 250 % 2]
                 if rng.random() < 0.002:
                     proc.control.reissue()
@@ -226,6 +253,8 @@ def test_fuzz_through_pcscd(pcscd, decks, tmp_path, record_property):
     record_property("apdus_through_pcscd", sent_count)
     print(f"\ncard OS fuzz through pcscd: {sent_count} APDUs in {elapsed_s:.1f} s "
           f"({refused_by_pcscd} refused by pcscd), {blocked_probes} blocked counters probed, "
-          f"{model.stats.get('protected_reads', 0)} protected reads")
+          f"{model.stats.get('protected_reads', 0)} protected reads, {blocked_after_restart} still blocked "
+          "after a restart of the card process")
     assert sent_count >= PCSCD_APDUS and refused_by_pcscd < sent_count // 20
+    assert restarted and blocked_after_restart >= 1
     assert blocked_probes >= 1 and model.stats.get("protected_reads", 0) >= 20
