@@ -17,7 +17,6 @@ import io
 import re
 import sqlite3
 import textwrap
-import tomllib
 from pathlib import Path
 
 import pytest
