@@ -15,6 +15,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from PIL import Image
 from typer.testing import CliRunner
 
+# imported before pytester snapshots sys.modules: a re-import would declare the records tables twice
+from harness.cli import app
+
 from card_process import CardProcess
 from sim.card.issue import load_material
 from sim.card.persona import FACE_AUTH_AMENDMENT, Persona
@@ -126,7 +129,6 @@ def test_cli_switch_serves_the_new_profile_and_the_pin_works_again(pcscd, deck, 
     tries, the same user-auth certificate."""
     from drivers.mynumber import MyNumberCard, WrongPin
     from drivers.pcsc import PcscReader
-    from harness.cli import app
 
     persona = _persona(deck, "p003")
     reader = PcscReader(pcscd.reader_names[0])

@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+# imported before pytester snapshots sys.modules: a re-import would declare the records tables twice
+from harness.cli import app
+
 from harness.clauses import (FAIL, NOT_RUN, PASS, UNTESTED, ClauseError, build_matrix, load_clauses,
                              matrix_from_records, parse_clauses, reader_clause_ids, uncovered_reader_clauses)
 from harness.records import RecordStore
@@ -118,8 +121,6 @@ def test_clause_ids_reach_junit_xml_and_the_records(pytester, tmp_path):
     assert rows["N10"].status == PASS and rows["N18"].status == FAIL and rows["N17"].status == NOT_RUN
     assert rows["N3"].status == UNTESTED
     assert [s.nodeid.split("::")[-1] for s in rows["N18"].scenarios] == ["test_lock", "test_reset[1]", "test_reset[2]"]
-
-    from harness.cli import app
 
     out = CliRunner().invoke(app, ["report", "clauses", "--db", str(db), "--width", "220"])
     assert out.exit_code == 1, out.output  # a clause failed
