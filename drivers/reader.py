@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Protocol, runtime_checkable
 
+from drivers.station_auth import authenticate
+
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
@@ -340,6 +342,11 @@ class LineProtocolReader:
             self._port.reset_input_buffer()  # what the device said before we listened is stale
         except Exception:
             pass
+        try:
+            authenticate(self._port, self.url)  # a simulated station's TCP port wants its token first
+        except OSError as exc:
+            self.close()
+            raise ReaderError(f"reader port {self.url}: {exc}") from exc
         self._stop.clear()
         self._thread = threading.Thread(target=self._read_loop, name=f"reader-port {self.url}", daemon=True)
         self._thread.start()

@@ -25,6 +25,8 @@ from typing import Protocol
 
 import serial
 
+from drivers.station_auth import authenticate
+
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = "1.0"
@@ -267,8 +269,9 @@ class RigController:
     """The rig protocol over pyserial. Open with ``open()`` or use as a context manager."""
 
     def __init__(self, url: str, *, baudrate: int = 115200, timeout_s: float = 2.0, retries: int = 1,
-                 reconnect_attempts: int = 3, backoff_s: float = 0.2):
+                 reconnect_attempts: int = 3, backoff_s: float = 0.2, token: str | None = None):
         self.url = port_url(url)
+        self._token = token  # a simulated station's token for a socket:// port (drivers/station_auth.py)
         self.baudrate = baudrate
         self.timeout_s = timeout_s
         self.retries = retries
@@ -315,6 +318,7 @@ class RigController:
         self._rx.clear()
         try:
             port.reset_input_buffer()
+            authenticate(port, self.url, token=self._token)  # a simulated station's TCP port wants its token first
             port.write(b"\n")  # end whatever partial line the controller holds (resync)
         except (serial.SerialException, OSError) as exc:
             self.close()

@@ -11,6 +11,7 @@ next command. Output never blocks: with nobody listening, bytes are lost, as on 
 from __future__ import annotations
 
 import errno
+import hmac
 import logging
 import os
 import select
@@ -19,6 +20,8 @@ import threading
 import time
 import tty
 from collections.abc import Callable
+
+from sim.context import TOKEN_ENV
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +129,23 @@ class PtyPort:
                 pass
 
 
-class SocketPort:
-    """TCP, like a serial-to-Ethernet converter: one host at a time; a new one replaces the old."""
+AUTH_TIMEOUT_S = 2.0
+AUTH_MAX_BYTES = 200
 
-    def __init__(self, max_line_bytes: int, host: str = "127.0.0.1", port: int = 0) -> None:
+
+class SocketPort:
+    """TCP, like a serial-to-Ethernet converter: one host at a time; a new one replaces the old
+    (a host reconnecting after a network fault must win), and the station log says so.
+
+    With a station token (``token``, else ``FACEHIL_STATION_TOKEN``: sim/context.py) a new
+    connection must first send ``AUTH <token>`` LF within 2 s (-> ``AUTH OK`` LF); anything else
+    gets ``AUTH REFUSED`` LF and is closed without disturbing the connected host. Until then it
+    receives nothing and its bytes reach no handler."""
+
+    def __init__(self, max_line_bytes: int, host: str = "127.0.0.1", port: int = 0,
+                 token: str | None = None) -> None:
+        self.token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
+        self._pending: dict[socket.socket, tuple[bytearray, float, str]] = {}
         self.max_line_bytes = max_line_bytes
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -164,28 +180,84 @@ class SocketPort:
                     pass
                 self.client = None
 
+    def _adopt(self, conn: socket.socket, peer: str) -> None:
+        """``conn`` becomes the host; a connected one is dropped, and that is logged."""
+        with self._lock:
+            previous = self.client
+        if previous is not None:
+            try:
+                old = "%s:%d" % previous.getpeername()[:2]
+            except OSError:
+                old = "?"
+            log.warning("host %s replaces the connected host %s", peer, old)
+        self._drop_client()
+        with self._lock:
+            self.client = conn
+        log.info("host connected from %s", peer)
+
+    def _check_auth(self, conn: socket.socket) -> bool | None:
+        """Read a pending connection's AUTH line: True (adopt), False (refuse), None (not yet)."""
+        buf, deadline, _ = self._pending[conn]
+        try:
+            chunk = conn.recv(AUTH_MAX_BYTES)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return False
+        buf += chunk
+        if b"\n" not in buf:
+            return None if len(buf) < AUTH_MAX_BYTES else False
+        words = bytes(buf.split(b"\n", 1)[0]).strip().split()
+        return (len(words) == 2 and words[0] == b"AUTH" and self.token is not None
+                and hmac.compare_digest(words[1], self.token.encode()))
+
+    def _serve_pending(self, ready: list) -> None:
+        now = time.monotonic()
+        for conn in list(self._pending):
+            verdict = self._check_auth(conn) if conn in ready else (False if now > self._pending[conn][1] else None)
+            if verdict is None:
+                continue
+            _, _, peer = self._pending.pop(conn)
+            try:
+                conn.sendall(b"AUTH OK\n" if verdict else b"AUTH REFUSED\n")
+            except OSError:
+                verdict = False
+            if verdict:
+                self._adopt(conn, peer)
+            else:
+                log.warning("connection from %s refused: no valid AUTH line", peer)
+                conn.close()
+
     def serve(self, handler: LineHandler) -> None:
         splitter = LineSplitter(self.max_line_bytes)
         while not self._stop.is_set():
             client = self.client
-            watch = [self.listener] + ([client] if client else [])
+            watch = [self.listener] + ([client] if client else []) + list(self._pending)
             try:
                 ready, _, _ = select.select(watch, [], [], 0.2)
             except (OSError, ValueError):
                 self._drop_client()
                 continue
+            if self._pending:
+                self._serve_pending(ready)
+                if self.client is not client:  # a host authenticated and took over
+                    splitter = LineSplitter(self.max_line_bytes)
+                    continue
             if not ready:
                 splitter.expire()
                 continue
             if self.listener in ready:
-                conn, peer = self.listener.accept()
+                conn, addr = self.listener.accept()
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 conn.settimeout(2.0)
-                self._drop_client()
-                with self._lock:
-                    self.client = conn
+                peer = "%s:%d" % addr[:2]
+                if self.token is not None:
+                    self._pending[conn] = (bytearray(), time.monotonic() + AUTH_TIMEOUT_S, peer)
+                    continue
+                self._adopt(conn, peer)
                 splitter = LineSplitter(self.max_line_bytes)
-                log.info("host connected from %s:%d", *peer[:2])
+                continue
+            if client is None or client not in ready:
                 continue
             try:
                 data = client.recv(4096) if client else b""
@@ -203,6 +275,9 @@ class SocketPort:
 
     def close(self) -> None:
         self._drop_client()
+        for conn in self._pending:
+            conn.close()
+        self._pending.clear()
         self.listener.close()
 
 

@@ -120,7 +120,7 @@ def _place_demo_card(ctx: SimContext) -> None:
     if slot is None or "rig" not in ctx.station:
         return
     try:
-        with RigController(ctx.station["rig"]["url"], timeout_s=5.0) as rig:
+        with RigController(ctx.station["rig"]["url"], timeout_s=5.0, token=ctx.token) as rig:
             rig.place_card(slot)
     except RigError as exc:
         raise StationError(f"the rig could not place deck card {slot} on the reader: {exc}") from exc

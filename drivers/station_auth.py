@@ -1,0 +1,36 @@
+"""The preamble a simulated station's TCP device ports require (hardware.md 9.1): when this
+process holds a station token (``FACEHIL_STATION_TOKEN``, set by the harness for a simulated
+station), the first line sent on a ``socket://`` device port is ``AUTH <token>`` and the port
+answers ``AUTH OK``. Serial lines and ptys carry no preamble: their file mode guards them.
+
+Used by drivers/rig.py and drivers/reader.py right after opening the port."""
+
+from __future__ import annotations
+
+import os
+import time
+
+TOKEN_ENV = "FACEHIL_STATION_TOKEN"
+REPLY_TIMEOUT_S = 3.0
+
+
+class StationAuthError(OSError):
+    """The device port refused the token, or never answered it."""
+
+
+def authenticate(port, url: str, timeout_s: float = REPLY_TIMEOUT_S, token: str | None = None) -> bool:
+    """Send the preamble on ``port`` (a pyserial object) if ``url`` is TCP and a token is held
+    (``token``, else the environment's); True if it was sent and accepted. Raises
+    StationAuthError when refused."""
+    token = token or os.environ.get(TOKEN_ENV)
+    if not token or not url.startswith("socket://"):
+        return False
+    port.write(f"AUTH {token}\n".encode("ascii"))
+    buf = b""
+    deadline = time.monotonic() + timeout_s
+    while not buf.endswith(b"\n") and len(buf) < 64 and time.monotonic() < deadline:
+        buf += port.read(1) or b""  # byte by byte: pyserial drops what it read when the peer then hangs up
+    line = buf.split(b"\n", 1)[0].strip()
+    if line != b"AUTH OK":
+        raise StationAuthError(f"{url} refused the station token: {line.decode('ascii', 'replace') or 'no reply'}")
+    return True
