@@ -259,3 +259,21 @@ def test_harness_deck_finds_the_boundary_cards_by_birth_date_now(tmp_path):
     assert deck.by_id("today").over40() and not deck.by_id("tomorrow").over40()
     with pytest.raises(ValueError, match="turns40 must be"):
         deck.select(turns40="next week")
+
+
+@pytest.mark.parametrize("first", [8, 10])
+def test_boundary_personas_are_valid_registered_cards(tmp_path, first):
+    from sim.card.deck import AGE_BOUNDARIES, make_boundary_persona
+
+    day = dt.date(2026, 11, 29)
+    rng = random.Random(1)
+    made = [make_boundary_persona(kind, first + k, rng, tmp_path / "f.jpg", "Some_One", day, tmp_path)
+            for k, kind in enumerate(AGE_BOUNDARIES)]
+    for p in made:
+        q = Persona.from_dict(p.to_dict(), tmp_path / f"{p.id}.toml")  # validates: PIN iff standard, amendments
+        assert q.age_boundary and q.registered_for_insurance and not q.revoked
+    ages = {p.age_boundary: (p.age_on(day - dt.timedelta(days=1)), p.age_on(day), p.age_on(day + dt.timedelta(days=1)))
+            for p in made}
+    assert ages["40_today"] == (39, 40, 40) and ages["40_tomorrow"] == (39, 39, 40)
+    assert made[2].birth_date.month == 2 and made[2].birth_date.day == 29
+    assert [p.profile for p in made] == ["face-auth", "standard", "face-auth"]
