@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hmac
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -35,7 +37,7 @@ import cv2
 from harness.facedata import list_identities, resolve_faces
 from sim import camera_marker
 from sim.camera_scene import Display, Light, SceneError, SceneRenderer
-from sim.context import SimContext, StationError
+from sim.context import TOKEN_ENV, SimContext, StationError
 
 log = logging.getLogger("sim.camera")
 
@@ -221,6 +223,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
+        token = self.server.token  # type: ignore[attr-defined]
+        if token and not hmac.compare_digest(self.headers.get("Authorization", "").encode(),
+                                             f"Bearer {token}".encode()):
+            self._json(HTTPStatus.UNAUTHORIZED, {"error": "station token required"})
+            return
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
@@ -278,9 +285,11 @@ class PresenterServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], presenter: Presenter):
+    def __init__(self, address: tuple[str, int], presenter: Presenter, token: str | None = None):
         super().__init__(address, Handler)
         self.presenter = presenter
+        # a station's token (sim/context.py): then every POST (what the camera sees) needs it
+        self.token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
 
 
 def main(argv: list[str] | None = None) -> int:

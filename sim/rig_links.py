@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from sim.context import TOKEN_ENV
 from sim.rig_model import Coupling
 
 log = logging.getLogger(__name__)
@@ -146,8 +148,12 @@ class PresenterLink:
     def post(self, path: str, payload: dict) -> dict:
         if not self.base_url:
             return {}
+        headers = {"Content-Type": "application/json"}
+        token = os.environ.get(TOKEN_ENV)  # the station's, given to the rig process (sim/context.py)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         req = urllib.request.Request(self.base_url.rstrip("/") + path, data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"}, method="POST")
+                                     headers=headers, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=LINK_TIMEOUT_S) as resp:
                 return json.loads(resp.read() or b"{}")

@@ -18,6 +18,7 @@ import pytest
 
 from drivers.reader import ReaderNak, open_reader
 from sim.eligibility.client import EligibilityClient
+from sim.reader.ports import EligibilityUnavailable
 
 pytestmark = pytest.mark.timeout(600)
 WAIT_S = 20.0
@@ -58,7 +59,9 @@ def dut(station):
 
 @pytest.fixture(scope="module")
 def eligibility(station):
-    return EligibilityClient(station["eligibility"]["url"])
+    from sim.station import read_station_token
+
+    return EligibilityClient(station["eligibility"]["url"], token=read_station_token(station["_state"]))
 
 
 def persona(station, profile: str) -> dict:
@@ -183,6 +186,9 @@ def test_face_auth_card_by_visual_check(station, rig, dut, eligibility):
 def test_registration_by_face_and_not_by_visual_on_1_4_0(station, rig, dut, eligibility):
     p = persona(station, "face-auth")
     serial = serial_of(p)
+    stranger = EligibilityClient(station["eligibility"]["url"], token="0" * 64)  # not the station's token
+    with pytest.raises(EligibilityUnavailable, match="HTTP 401"):
+        stranger.unregister(serial)
     assert eligibility.unregister(serial) == 1
     # visual check on 1.4.0: registration refused with its own error
     fresh_session(rig, dut, p["_slot"])

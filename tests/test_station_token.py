@@ -92,3 +92,34 @@ def test_the_rig_driver_sends_the_token_of_a_simulated_station(monkeypatch):
         monkeypatch.setenv(TOKEN_ENV, TOKEN)
         with RigController(rig_url(p), timeout_s=5.0) as rig:
             assert rig.status() is not None
+
+
+def _post(control: str, path: str, payload: dict, token: str | None) -> int:
+    import json
+    import urllib.error
+    import urllib.request
+
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    req = urllib.request.Request(control + path, data=json.dumps(payload).encode(), method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.timeout(60)
+def test_the_station_presenter_takes_orders_only_with_the_token_and_the_rig_has_it(monkeypatch):
+    from harness.facedata import list_identities, resolve_faces
+
+    env = dict(os.environ, **{TOKEN_ENV: TOKEN})
+    who = list_identities(resolve_faces())[0].name
+    with SimProcess("sim.camera", "--fps", "5", env=env) as cam:
+        control = cam.ready["control"]
+        assert _post(control, "/subject", {"mode": "subject", "id": who}, None) == 401
+        assert _post(control, "/lighting", {"lux": 60}, "0" * 64) == 401
+        assert _post(control, "/lighting", {"lux": 60}, TOKEN) == 200
+        with SimProcess("sim.rig", "--socket", "127.0.0.1:0", "--presenter", control, env=env) as rp:
+            monkeypatch.setenv(TOKEN_ENV, TOKEN)
+            with RigController(rig_url(rp), timeout_s=5.0) as rig:
+                rig.show_subject(who)  # the rig's presenter link sends the token it was given

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import urllib.error
 import urllib.request
 from typing import Any
@@ -15,15 +16,19 @@ log = logging.getLogger(__name__)
 
 
 class EligibilityClient:
-    def __init__(self, base_url: str, *, reader_id: str = "", timeout_s: float = 5.0):
+    def __init__(self, base_url: str, *, reader_id: str = "", timeout_s: float = 5.0, token: str | None = None):
         self.base_url = base_url.rstrip("/")
+        self._token = token or os.environ.get("FACEHIL_STATION_TOKEN")  # for /admin/* (hardware.md 9.1)
         self.reader_id = reader_id
         self.timeout_s = timeout_s
 
     def _call(self, path: str, body: dict | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if path.startswith("/admin/") and self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
         req = urllib.request.Request(self.base_url + path, data=data, method="GET" if body is None else "POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 return json.loads(resp.read())

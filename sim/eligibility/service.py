@@ -22,8 +22,10 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hmac
 import json
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -262,9 +264,14 @@ def make_handler(service: EligibilityService) -> type[BaseHTTPRequestHandler]:
             self._send(404, {"ok": False, "code": "not_found", "message": url.path})
 
         def do_POST(self) -> None:  # noqa: N802
-            handler = posts.get(urlparse(self.path).path)
+            path = urlparse(self.path).path
+            handler = posts.get(path)
             if handler is None:
                 return self._send(404, {"ok": False, "code": "not_found", "message": self.path})
+            token = os.environ.get("FACEHIL_STATION_TOKEN")  # a station's token (hardware.md 9.1)
+            if path.startswith("/admin/") and token and not hmac.compare_digest(
+                    self.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()):
+                return self._send(401, {"ok": False, "code": "unauthorized", "message": "station token required"})
             try:
                 length = int(self.headers.get("Content-Length", "0"))
                 if not 0 <= length <= MAX_BODY_BYTES:
