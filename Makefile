@@ -9,7 +9,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.facehil-installed
 
 APT_PACKAGES := pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools gcc swig python3-dev python3-venv \
-	redis-server postgresql chromium fonts-dejavu-core fonts-noto-cjk util-linux
+	redis-server postgresql chromium fonts-dejavu-core fonts-noto-cjk util-linux \
+	tesseract-ocr-jpn libtesseract-dev libleptonica-dev pkg-config
 
 # Face data: a user's own via FACEHIL_FACES, else the shared folder when it exists here,
 # else the packaged low-fidelity samples.
