@@ -151,6 +151,17 @@ def test_slower_firmware_is_a_time_regression():
 
 # -- records and report -------------------------------------------------------------------------
 
+def test_time_budget_stops_before_the_next_transaction():
+    from harness.campaign.plan import Trial
+    from harness.campaign.run import Budget, run_trials
+
+    recorded = []
+    trial = Trial(0, "genuine", "c0", 0, "h", "h")
+    # an exhausted budget stops before any device is touched (none is given here)
+    assert run_trials(None, None, [trial], lambda t, o: recorded.append(t), Budget(max_minutes=1e-9)) == "time_budget"
+    assert recorded == [] and run_trials(None, None, [], lambda t, o: None, Budget(None)) == "done"
+
+
 def test_records_resume_bookkeeping_and_report(tmp_path):
     from harness.campaign import records as crec
     from harness.campaign.metrics import summarize_run

@@ -25,7 +25,6 @@ import numpy as np
 
 from harness.biometrics.metrics import ScoreSet, det_curve, equal_error_rate
 from harness.campaign.limits import CampaignLimit, judge
-from harness.campaign.plan import ATTACK_SPECIES
 from harness.measure import rate_bounds
 
 N_BOOT = 2000
@@ -210,7 +209,6 @@ def verdicts(obs: dict[str, list[Cluster]], limits: dict[str, CampaignLimit], se
 
 
 def summarize_run(store, run_id: int) -> dict[str, Any]:
-    from harness.campaign.limits import CampaignLimit
     from harness.campaign.records import load_campaign
 
     run, camp, rows = load_campaign(store, run_id)
@@ -223,5 +221,3 @@ def summarize_run(store, run_id: int) -> dict[str, Any]:
                ended_at=run.ended_at.isoformat() if run.ended_at else None)
     return out
 
-
-SPECIES = ATTACK_SPECIES

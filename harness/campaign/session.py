@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -102,11 +103,8 @@ def make_schedule(plan: Plan, station: Station, deck, *, cache_dir=None) -> tupl
         cards = choose_cards(plan, deck)
     except PlanError as exc:
         raise CampaignError(str(exc)) from None
-    seed = plan.seed if plan.seed is not None else None
     # the seed is fixed before the hard impostors are searched: their candidate pool depends on it
-    draft = build_schedule(Plan(**{**plan.__dict__, "random_per_card": 0, "hard_per_card": 0,
-                                   "genuine_repeats": 0, "attacks_per_card": 0}), cards, [], {}, seed)
-    seed = draft.seed
+    seed = plan.seed if plan.seed is not None else secrets.randbelow(2 ** 31)
     hard = nearest_identities(identities, {c.id: c.holder for c in cards}, plan.hard_per_card, plan.hard_pool,
                               seed, cache_dir=cache_dir, exclude=[c.holder for c in deck if c.holder])
     schedule = build_schedule(plan, cards, [i.name for i in identities], hard, seed)
