@@ -191,6 +191,32 @@ def test_records_resume_bookkeeping_and_report(tmp_path):
     assert "data:image/png;base64," in html and "http://" not in html
 
 
+def test_shards_merge_into_one_run(tmp_path):
+    from harness.campaign import records as crec
+    from harness.campaign.metrics import summarize_run
+    from harness.records import RecordsError, RecordStore, RunInfo
+
+    with RecordStore(f"sqlite:///{tmp_path / 'm.db'}") as store:
+        ids = []
+        for firmware, rows in (("1.6.0", _rows("genuine", 3, 3)), ("1.6.0", _rows("genuine", 2, 1, holder="k")),
+                               ("1.5.0", _rows("genuine", 1, 1))):
+            run_id = store.start_run(RunInfo(suite=crec.SUITE, reader_firmware=firmware))
+            crec.create_campaign(store, run_id, seed=run_id, plan=Plan().as_dict(),
+                                 schedule=[{"seq": r["seq"]} for r in rows], limits={})
+            for r in rows:
+                crec.record_transaction(store, run_id, r)
+            store.finish_run(run_id, "passed")
+            ids.append(run_id)
+        merged = crec.merge_campaigns(store, ids[:2])
+        s = summarize_run(store, merged)
+        with pytest.raises(RecordsError, match="different firmware"):
+            crec.merge_campaigns(store, ids)
+        with pytest.raises(RecordsError, match="two different"):
+            crec.merge_campaigns(store, [ids[0], ids[0]])
+    assert s["transactions"] == 5 and s["rates"]["frr"]["errors"] == 1 and s["rates"]["frr"]["subjects"] == 5
+    assert s["scheduled"] == 5 and s["plan"]["merged_from"] == ids[:2]
+
+
 def test_campaign_report_in_headless_chromium(tmp_path):
     import os
 

@@ -116,3 +116,40 @@ def claim_for_resume(store: RecordStore, run_id: int) -> None:
             host_boot_id=me.boot_id, pid=me.pid, pid_started_at=me.pid_started_at))
         conn.execute(update(CampaignRun).where(CampaignRun.run_id == run_id).values(
             resumed=CampaignRun.resumed + 1, stopped_by=None))
+
+
+def merge_campaigns(store: RecordStore, run_ids: list[int], *, limits: dict | None = None) -> int:
+    """One campaign run holding the transactions of several (shards run on several rigs, or one
+    campaign in parts). They must have measured the same reader firmware; sequence numbers are
+    renumbered in the order given, the source runs are left as they are."""
+    from harness.records import RunInfo
+
+    if len(set(run_ids)) < 2 or len(set(run_ids)) != len(run_ids):
+        raise RecordsError("merging needs at least two different campaign runs, each named once")
+    loaded = [load_campaign(store, r) for r in run_ids]
+    firmware = {run.reader_firmware for run, _, _ in loaded}
+    if len(firmware) != 1:
+        raise RecordsError(f"runs {', '.join(map(str, run_ids))} measured different firmware "
+                           f"({', '.join(sorted(str(f) for f in firmware))}): compare them instead")
+    running = [run.id for run, _, _ in loaded if run.status == "running"]
+    if running:
+        raise RecordsError(f"run(s) {', '.join(map(str, running))} are still running")
+    first_run, first_camp, _ = loaded[0]
+    info = RunInfo(suite=SUITE, station_name=" + ".join(sorted({str(run.station_name) for run, _, _ in loaded})),
+                   reader_firmware=first_run.reader_firmware, reader_features=first_run.reader_features,
+                   extra={"merged_from": list(run_ids), "campaign_seed": first_camp.seed})
+    new_id = store.start_run(info)
+    schedule, rows, offset = [], [], 0
+    for run, camp, done in loaded:
+        schedule += [{**t, "seq": t["seq"] + offset} for t in camp.schedule]
+        rows += [{**r, "seq": r["seq"] + offset} for r in done]
+        offset += max([t["seq"] for t in camp.schedule] + [-1]) + 1
+    with store.engine.begin() as conn:
+        conn.execute(insert(CampaignRun).values(
+            run_id=new_id, seed=first_camp.seed, schedule=schedule, resumed=0, stopped_by="merged",
+            plan={"merged_from": list(run_ids), "plans": [camp.plan for _, camp, _ in loaded],
+                  "seeds": [camp.seed for _, camp, _ in loaded]},
+            limits=first_camp.limits if limits is None else limits))
+        if rows:
+            conn.execute(insert(CampaignTransaction), [{"run_id": new_id, **r} for r in rows])
+    return new_id

@@ -1,4 +1,4 @@
-"""`facehil campaign run | plan | compare | report`: reader-level accuracy and attack campaigns.
+"""`facehil campaign run | plan | compare | merge | report`: reader-level accuracy and attack campaigns.
 
 `run` drives transactions through the rig and the reader under test (harness/campaign), one
 row each in the records database; without `--station` it starts the simulated station for the
@@ -200,6 +200,27 @@ def compare(run_a: int = typer.Argument(..., help="Baseline campaign run (e.g. t
             t.add_row(line["figure"], line["a"], line["b"], line["diff"], line["ci"], line["p"], line["flag"])
         console.print(t)
     raise typer.Exit(1 if any(x["flag"] == "REGRESSION" for x in result["lines"]) else 0)
+
+
+@app.command()
+def merge(run_ids: list[int] = typer.Argument(..., help="Campaign runs to merge (e.g. one shard per rig)."),
+          db: str = typer.Option(None, "--db")) -> None:
+    """One campaign run from several runs of the same firmware (shards run on several rigs)."""
+    from harness.campaign.metrics import summarize_run
+    from harness.campaign.records import merge_campaigns
+    from harness.records import RecordsError, RecordStore
+
+    try:
+        with RecordStore(db) as store:
+            new_id = merge_campaigns(store, run_ids)
+            summary = summarize_run(store, new_id)
+            failed = any(v["verdict"] == "FAIL" for v in summary["verdicts"])
+            store.finish_run(new_id, "failed" if failed else "passed", exit_status=1 if failed else 0)
+            summary["status"] = "failed" if failed else "passed"
+    except RecordsError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    console.print(f"merged runs {', '.join(map(str, run_ids))} into campaign run {new_id}")
+    _print_summary(summary, False)
 
 
 @app.command("report")
