@@ -3,11 +3,15 @@
 A job, in order:
 1. skip it if its row says it is finished (a re-delivered duplicate) or past its deadline;
 2. take the rig's lease (waiting while another job holds it) and keep renewing it from a
-   thread; if a renewal fails, the suite is killed: a job never runs on a rig it does not hold;
+   thread; when it is lost, or cannot be renewed before it runs out (the database refuses or
+   does not answer), the suite's process tree is killed: a job never runs on a rig it does
+   not hold;
 3. the health check (`facehil run` of the health selection): on failure the rig is quarantined
    and the job finishes as 'quarantined', with the health run's id; a pass lifts a quarantine;
-4. the suite itself: `facehil run SUITE --station FILE --db URL [-k EXPR]`, as a subprocess,
-   so a crashing suite cannot take the worker down and records take the usual path.
+4. the suite itself: `facehil run SUITE --station FILE --record [-k EXPR]` (the database URL in
+   FACEHIL_DB, never on a command line), as a subprocess, so a crashing suite cannot take the
+   worker down and records take the usual path; a suite that lost records (exit 6) fails the
+   job, naming them.
    The subprocess dies with the pool process (PR_SET_PDEATHSIG), so a lost worker leaves no
    suite behind on the rig.
 """
@@ -27,6 +31,7 @@ import threading
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field
+from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
 import psutil
@@ -40,6 +45,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_HEALTH_CHECK = "nightly -k test_health"
 DEFAULT_LOG_DIR_MAX_BYTES = 500 * 1024 * 1024
+WORKER_LOG_NAME = "worker.log"  # the worker's own log in its log folder, rotated
+WORKER_LOG_MAX_BYTES = 10 * 1024 * 1024
+WORKER_LOG_BACKUPS = 3
 LEASE_KILL_MARGIN_S = 2.0  # the suite is killed this long (at most ttl/10) before its lease would run out
 _PR_SET_PDEATHSIG = 1
 
@@ -103,11 +111,28 @@ def lost_scenarios(out_log: Path) -> list[str]:
     return [line.split(LOST_PREFIX, 1)[1].strip() for line in text.splitlines() if LOST_PREFIX in line]
 
 
+def job_log_dir(cfg: WorkerConfig) -> Path:
+    return Path(cfg.log_dir or Path.home() / ".local" / "state" / "facehil" / "fleet")
+
+
+def worker_log_handler(log_dir: Path, max_bytes: int = WORKER_LOG_MAX_BYTES,
+                       backups: int = WORKER_LOG_BACKUPS) -> logging.Handler:
+    """The worker's own log, `<log_dir>/worker.log`, rotated: at most (backups + 1) x max_bytes."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    handler = RotatingFileHandler(log_dir / WORKER_LOG_NAME, maxBytes=max_bytes, backupCount=backups,
+                                  encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s"))
+    return handler
+
+
 def prune_logs(log_dir: Path, max_bytes: int, *, keep_prefix: str = "") -> list[Path]:
     """Delete the oldest job logs until the folder holds at most `max_bytes` (files of the
-    running job, named `keep_prefix...`, are kept); returns what was deleted."""
+    running job, named `keep_prefix...`, are kept; the worker's own log rotates by itself);
+    returns what was deleted."""
     files = []
     for path in log_dir.iterdir():
+        if path.name.startswith(WORKER_LOG_NAME):
+            continue
         try:
             st = path.stat()
         except OSError:
@@ -256,7 +281,7 @@ class JobRunner:
     def __init__(self, cfg: WorkerConfig):
         self.cfg = cfg
         self.host = socket.gethostname()
-        self.log_dir = Path(cfg.log_dir or Path.home() / ".local" / "state" / "facehil" / "fleet")
+        self.log_dir = job_log_dir(cfg)
 
     def run(self, job_id: str) -> str:
         """Run one job; returns the job's final state (or the reason it was skipped)."""
@@ -509,6 +534,12 @@ def serve(cfg: WorkerConfig, *, loglevel: str = "INFO") -> None:
         db.store.engine.dispose(close=False)
 
     signals.worker_process_init.connect(_forget_parent_pool, weak=False)
+    own_log = worker_log_handler(job_log_dir(cfg))
+
+    def _log_to_file(logger=None, **_kw) -> None:  # beside Celery's own handler (stderr: the journal)
+        logger.addHandler(own_log)
+
+    signals.after_setup_logger.connect(_log_to_file, weak=False)
     heartbeat = RigHeartbeat(db, cfg.rig, me, cfg.heartbeat_interval_s)
     heartbeat.start()
     app = make_app(cfg.broker)

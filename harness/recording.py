@@ -328,6 +328,7 @@ class RecordingPlugin:
         self._pending: dict[str, dict[str, pytest.TestReport]] = {}
         self._recorded = 0
         self._unsent: list = []  # ScenarioResults not yet in the database, oldest first
+        self._refused: list[str] = []  # node ids the database refused (bad data: retrying cannot help)
         self.lost: list[str] = []  # node ids never recorded (final at session finish)
 
     def annotate(self, **fields: Any) -> None:
@@ -335,7 +336,7 @@ class RecordingPlugin:
             self.store.annotate_run(self.run_id, **fields)
 
     def is_unsent(self, nodeid: str) -> bool:
-        return any(r.nodeid == nodeid for r in self._unsent)
+        return nodeid in self._refused or any(r.nodeid == nodeid for r in self._unsent)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionstart(self, session: pytest.Session) -> None:
@@ -368,12 +369,23 @@ class RecordingPlugin:
             face_matches=payload.get("face_matches", []))
 
     def _flush(self) -> bool:
-        """Write the unsent scenarios in order; stop at the first failure (the database is away)."""
+        """Write the unsent scenarios in order; stop at the first failure that may pass later
+        (the database is away). One the database refuses is lost at once, not retried: it
+        must not hold back the scenarios after it."""
+        from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
         while self._unsent:
             result = self._unsent[0]
             try:
                 self.store.record_scenario(self.run_id, result)
             except Exception as exc:  # the run goes on; written later, or named as lost at the end
+                away = isinstance(exc, (OperationalError, InterfaceError, OSError)) \
+                    or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+                if not away:
+                    log.error("the records database refused %s: %s", result.nodeid, exc)
+                    self._refused.append(result.nodeid)
+                    self._unsent.pop(0)
+                    continue
                 log.error("could not record %s (%d scenario(s) waiting): %s", result.nodeid, len(self._unsent),
                           exc)
                 return False
@@ -387,15 +399,17 @@ class RecordingPlugin:
             self._heartbeat.stop()
         if self.run_id is None:
             return
-        if not self._flush():
-            self.lost = [r.nodeid for r in self._unsent]
-            session.exitstatus = RECORDS_LOST_EXIT
+        self._flush()
+        self.lost = self._refused + [r.nodeid for r in self._unsent]
         code = int(session.exitstatus)
         status = {0: "passed", 1: "failed", 2: "aborted", 3: "aborted"}.get(code, "failed")
         reason = {2: "interrupted", 3: "pytest internal error", 4: "usage error",
                   5: "no tests collected"}.get(code)
         if self.lost:
-            reason = f"{len(self.lost)} scenario(s) not recorded: {', '.join(self.lost)}"
+            session.exitstatus = code = RECORDS_LOST_EXIT
+            status = "aborted" if status == "aborted" else "failed"
+            reason = "; ".join(filter(None, [reason, f"{len(self.lost)} scenario(s) not recorded: "
+                                                     f"{', '.join(self.lost)}"]))
         try:
             self.store.finish_run(self.run_id, status, exit_status=code, reason=reason)
         except Exception as exc:  # left 'running': the next open of the database marks it aborted

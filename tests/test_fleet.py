@@ -250,6 +250,10 @@ def test_killed_worker_mid_suite(fleet):
 
 
 def test_database_password_is_in_no_log_or_record(fleet):
+    # each worker keeps its own rotating log beside its job logs (hardware.md: job logs)
+    for rig in RIGS:
+        own = (fleet.root / "logs" / rig / "worker.log").read_text(errors="replace")
+        assert f" on {rig}: passed" in own, own[-2000:]
     logs = [p for p in fleet.root.rglob("*") if p.is_file() and p.suffix in (".log", ".jsonl")]
     assert any(p.name.endswith(".pytest.log") for p in logs) and any(p.name.startswith("worker-") for p in logs)
     for path in logs:

@@ -20,7 +20,7 @@ import pytest
 from fleetenv import FAKE_RUN
 from harness.fleet import BrokerSettings
 from harness.fleet_db import FleetDB
-from harness.fleet_worker import JobRunner, WorkerConfig, file_sha256
+from harness.fleet_worker import JobRunner, WorkerConfig, file_sha256, prune_logs, worker_log_handler
 from harness.records import Run
 
 
@@ -245,3 +245,21 @@ def test_database_password_stays_out_of_the_worker_log_and_command_lines(rig, pg
         for path in Path(cfg.log_dir).iterdir():
             assert secret not in path.read_text(errors="replace"), path
         assert len(db.store.list_runs(10)) == 2  # and the runs were recorded through FACEHIL_DB
+
+
+def test_worker_own_log_rotates_within_its_cap(tmp_path):
+    handler = worker_log_handler(tmp_path, max_bytes=10_000, backups=2)
+    logger = logging.getLogger("facehil-test-worker-log")
+    logger.propagate, logger.level = False, logging.INFO
+    logger.addHandler(handler)
+    try:
+        for i in range(2000):  # ~250 kB of log lines
+            logger.info("job %d: %s", i, "x" * 100)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    files = sorted(tmp_path.glob("worker.log*"))
+    assert [f.name for f in files] == ["worker.log", "worker.log.1", "worker.log.2"]
+    assert all(f.stat().st_size <= 10_000 for f in files)
+    assert "job 1999: " in (tmp_path / "worker.log").read_text()
+    assert not prune_logs(tmp_path, 0)  # the job-log budget leaves the rotating log alone

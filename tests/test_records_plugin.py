@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from harness.recording import run_info_from_config
+from harness.recording import RECORDS_LOST_EXIT, run_info_from_config
 from harness.records import RecordStore
 
 pytest_plugins = ["pytester"]
@@ -270,16 +270,33 @@ def test_a_killed_session_keeps_what_it_recorded(pytester, db_url, tmp_path):
 
 
 @pytest.mark.postgres
-def test_a_database_password_given_on_the_command_line_is_not_recorded(pytester, pg_cluster):
+def test_refused_scenario_is_named_and_a_password_on_the_command_line_is_not_recorded(pytester, pg_cluster):
     secret = "pw-0b7a93d4"
     url = pg_cluster.create_database().replace("facehil@", f"facehil:{secret}@")  # the cluster trusts any
-    pytester.makepyfile("def test_ok():\n    pass\n")
+    pytester.makepyfile("""
+        def test_ok():
+            pass
+
+        def test_refused(measure):
+            measure("bad\\x00name", 1.0)  # PostgreSQL refuses a NUL in text: retrying cannot help
+
+        def test_after_the_refused_one():
+            pass
+    """)
     # both spellings at once (the last one wins): `--db URL` and `--db=URL`
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--db", url, f"--db={url}")
-    assert result.ret == 0
-    assert secret not in result.stdout.str()
+    out = result.stdout.str()
+    assert secret not in out
+    # the refused scenario is lost and named, and does not hold back the ones after it
+    assert result.ret == RECORDS_LOST_EXIT, out
+    lost = [ln for ln in out.splitlines() if ln.startswith("NOT RECORDED: ")]
+    assert len(lost) == 1 and lost[0].endswith(".py::test_refused"), out
     with RecordStore(url) as store:
         [run] = store.list_runs(10)
+        data = store.load_run(run.id)
+    assert [s.nodeid.rsplit("::", 1)[-1] for s in data.scenarios] == ["test_ok", "test_after_the_refused_one"]
+    assert (run.status, run.exit_status) == ("failed", RECORDS_LOST_EXIT)
+    assert "1 scenario(s) not recorded" in run.abort_reason
     args = run.extra["args"]
     assert not any(secret in a for a in args), args
     assert sum("facehil:***@127.0.0.1" in a for a in args) == 2, args
