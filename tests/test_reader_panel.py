@@ -89,3 +89,117 @@ def test_ocr_reads_the_rendered_japanese():
                           "preserve_interword_spaces=1"], input=png.tobytes(), capture_output=True, timeout=60)
     text = out.stdout.decode("utf-8").replace(" ", "")
     assert "本人確認" in text and "顔認証" in text, text
+
+
+# -- through the real ports of a running reader (recorded card and face, real sockets) ------------
+import socket  # noqa: E402
+import time  # noqa: E402
+
+import cv2  # noqa: E402
+
+from drivers.reader import LineProtocolReader  # noqa: E402
+from sim.reader.assembly import SimulatedReader  # noqa: E402
+from sim.reader.device import DeviceOptions  # noqa: E402
+from sim.reader.firmware import ensure_firmware_dir  # noqa: E402
+from sim.reader.flow import FlowConfig  # noqa: E402
+from sim.reader.ports import SystemClock  # noqa: E402
+from sim.reader.recorded import RecordedCard, RecordedFace, RecordedHardware, recorded_ports  # noqa: E402
+from sim.reader.touch import PanelPorts  # noqa: E402
+from sim.reader.transport import SocketTransport  # noqa: E402
+
+WAIT_S = 5.0
+
+
+@pytest.fixture
+def live(tmp_path):
+    fw = tmp_path / "fw"
+    ensure_firmware_dir(fw)
+    hw = RecordedHardware(lambda: recorded_ports(card=RecordedCard(), face=RecordedFace(), clock=SystemClock()))
+    opts = DeviceOptions(state_dir=tmp_path / "reader", firmware_dir=fw, boot_ms=20, tick_ms=10,
+                         flow_config=FlowConfig(face_timeout_ms=3000))
+    sim = SimulatedReader(opts, hw, SocketTransport()).start()
+    panel = PanelPorts(sim.device, fps=20).start()
+    dut = LineProtocolReader(sim.url, timeout_s=2.0, connect_timeout_s=5.0)
+    dut.open()
+    yield sim, hw, dut, panel
+    dut.close()
+    panel.stop()
+    sim.stop()
+
+
+class Glass:
+    """A host on the touch port: one line out, one reply line back."""
+
+    def __init__(self, url: str):
+        host, port = url.split("://", 1)[1].rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)), timeout=5.0)
+        self.file = self.sock.makefile("rb")
+        self.seq = 0
+
+    def send(self, line: str) -> str:
+        self.seq += 1
+        self.sock.sendall(f"{self.seq} {line}\n".encode())
+        return self.file.readline().decode().strip()
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+
+def _centre(rect):
+    x, y, w, h = rect
+    return x + w / 2, y + h / 2
+
+
+def test_touch_presses_the_button_under_it_and_nothing_elsewhere(live):
+    sim, hw, dut, panel = live
+    glass = Glass(panel.touch_url)
+    try:
+        dut.wait_for_screen("idle", WAIT_S)
+        hw.insert()
+        state = dut.wait_for_screen("method_select", WAIT_S).fields
+        rects = button_rects(state)
+        # outside every button: on the message, in the gap between two buttons, on the bezel edge
+        (fx, fy, fw, fh), (px, _, _, _) = rects["face"], rects["pin"]
+        for x, y in ((400, 150), ((fx + fw + px) / 2, fy + fh / 2), (799, 479)):
+            assert glass.send(f"TOUCH {x:g} {y:g} 30").startswith(f"ACK {glass.seq}")
+        time.sleep(0.2)
+        assert dut.screen().id == "method_select"
+        assert not [e for e in dut.history() if e.kind in ("refused", "auth")]
+        # bad input is refused with a reason, and presses nothing
+        assert glass.send("TOUCH 900 100 30").startswith(f"NAK {glass.seq} RANGE")
+        assert glass.send("TOUCH a b c").startswith(f"NAK {glass.seq} ARGS")
+        assert glass.send("PRESS face").startswith(f"NAK {glass.seq} UNKNOWN")
+        # on the face button: the face screen, as the control port's PRESS face would
+        t0 = time.monotonic()
+        x, y = _centre(rects["face"])
+        assert glass.send(f"TOUCH {x:g} {y:g} 150").startswith(f"ACK {glass.seq}")
+        assert time.monotonic() - t0 >= 0.15  # the reply comes when the finger is lifted
+        assert dut.wait_for_event("screen", WAIT_S, id="face_auth")
+        assert panel.touch.presses == 1 and panel.touch.touches == 4
+    finally:
+        glass.close()
+
+
+def test_panel_stream_shows_the_current_screen(live):
+    sim, hw, dut, panel = live
+    dut.wait_for_screen("idle", WAIT_S)
+    cap = cv2.VideoCapture(panel.panel_url)
+    try:
+        assert cap.isOpened()
+
+        def frame_like(state, timeout_s=WAIT_S):
+            want = render_panel(state).astype(int)
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                ok, frame = cap.read()
+                assert ok and frame.shape == want.shape
+                if np.abs(frame.astype(int) - want).mean() < 4:  # JPEG noise only
+                    return True
+            return False
+
+        assert frame_like(dut.screen().fields)
+        hw.insert()
+        assert frame_like(dut.wait_for_screen("method_select", WAIT_S).fields)
+    finally:
+        cap.release()

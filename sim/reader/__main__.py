@@ -4,9 +4,11 @@
         --camera URL --pcsc-reader NAME --eligibility URL [--firmware-dir DIR] [--firmware 1.4.0]
         [--reflash] [--faults a,b] [--variant pin_button=refuse,...] [--face-retries 3] [--face-timeout-ms 15000] [--no-return-to-face-mode]
 
-Prints ``READY control=<url> supply=<host:port>`` once the control and supply ports listen
+Prints ``READY control=<url> supply=<host:port> touch=socket://HOST:PORT panel=http://HOST:PORT/stream.mjpg``
+once the control, supply, touch and panel-video ports listen
 (the reader then boots, which takes ``--boot-ms``). Writes the supply address to
-``<station-dir>/reader-supply.addr`` for the rig's power relay. SIGTERM stops it.
+``<station-dir>/reader-supply.addr`` for the rig's power relay and the touch port's to
+``<station-dir>/reader-touch.addr`` for the rig's finger. SIGTERM stops it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sim.reader.transport import PtyTransport, SocketTransport
 
 log = logging.getLogger("sim.reader")
 SUPPLY_FILE = "reader-supply.addr"
+TOUCH_FILE = "reader-touch.addr"  # the touch glass's port, for the rig's finger (sim/finger.py)
 VARIANT_ENV = "FACEHIL_READER_VARIANT"  # default of --variant (e.g. for a whole pytest session's sim station)
 
 
@@ -64,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", default=None, help="match threshold or calibration JSON (default: backend's)")
     p.add_argument("--serial", default="SIM-READER-0001")
     p.add_argument("--power", choices=("on", "off"), default="on", help="power state at start")
+    p.add_argument("--panel-fps", type=float, default=15.0, help="frame rate of the panel's MJPEG stream")
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -128,7 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     write_atomic(station / SUPPLY_FILE, reader.supply.address.encode())
     reader.start(power_on=args.power == "on")
-    print(f"READY control={reader.url} supply={reader.supply.address}", flush=True)
+    # its face (issue 13): the panel as MJPEG and the touch glass; the rig's finger finds the glass here
+    from sim.reader.touch import PanelPorts
+
+    panel = PanelPorts(reader.device, fps=args.panel_fps).start()
+    write_atomic(station / TOUCH_FILE, panel.touch_url.encode())
+    print(f"READY control={reader.url} supply={reader.supply.address} touch={panel.touch_url} "
+          f"panel={panel.panel_url}", flush=True)
     # load the face model now (it is the reader's ROM) so the first session does not pay for it
     threading.Thread(target=hardware.matcher, name="matcher-load", daemon=True).start()
     reader.serve_forever()

@@ -176,3 +176,25 @@ def text_boxes(screen_state: Mapping[str, Any]) -> Sequence[tuple[str, tuple[int
         x0, y0, x1, y1 = font.getbbox(line)
         out.append((line, (MARGIN_PX + x0, MSG_TOP_PX + i * line_h + y0, x1 - x0, y1 - y0)))
     return out
+
+
+class PanelSource:
+    """The lit panel of a running reader, for sim/mjpeg.py: the current screen drawn, or black
+    while the reader is off or booting (no backlight). ``meta`` says which screen a frame shows
+    and since when (``since_monotonic_s``: the first frame that showed it)."""
+
+    def __init__(self, screen_fields):
+        self._screen_fields = screen_fields  # () -> the SCREEN query's fields ({} while off)
+        self._key: tuple | None = None
+        self._since_s = 0.0
+        self._black = np.zeros((PANEL_H_PX, PANEL_W_PX, 3), np.uint8)
+
+    def __call__(self) -> tuple[np.ndarray, dict[str, Any]]:
+        import time
+
+        state = self._screen_fields() or {}
+        key = (state.get("screen"), state.get("msg"), state.get("buttons"), state.get("labels"))
+        if key != self._key:
+            self._key, self._since_s = key, time.monotonic()
+        frame = _render(str(state.get("msg", "")), tuple(buttons_of(state))) if state.get("screen") else self._black
+        return frame, {"screen": state.get("screen") or "off", "since_monotonic_s": self._since_s}

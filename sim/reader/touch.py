@@ -1,0 +1,132 @@
+"""The reference reader's touch panel as a port of the reader process (hardware.md 10.2).
+
+The touch port is the glass, not a host interface: whatever touches it at panel pixel (x, y)
+for ``hold_ms`` presses the button drawn there (sim/reader/display.py's table), exactly as the
+control port's PRESS does; a touch outside every button, on a screen without buttons, or while
+the reader is off does nothing. The line answers ``ACK <seq>`` once the finger is lifted and
+never says what was hit: a host learns that from the screen, as on a real panel.
+
+    <seq> TOUCH <x_px> <y_px> <hold_ms>   -> ACK <seq> t_ms=<ms since the port started>
+    <seq> PING                            -> ACK <seq> t_ms=...
+
+Same framing, token and NAK format as the control port (hardware.md 6).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from drivers.reader import format_ack, format_nak
+from sim.mjpeg import MjpegServer
+from sim.reader.display import PANEL_H_PX, PANEL_W_PX, PanelSource, button_at
+from sim.reader.flow import Press
+from sim.reader.transport import SocketTransport
+
+log = logging.getLogger(__name__)
+
+MAX_HOLD_MS = 10_000
+PRESS_TIMEOUT_S = 10.0
+
+
+class TouchPort:
+    """Line handler of the touch port. ``device`` is a ReaderDevice (screen_fields, submit)."""
+
+    def __init__(self, device: Any, sleep: Callable[[float], None] = time.sleep):
+        self.device = device
+        self._sleep = sleep
+        self._t0 = time.monotonic()
+        self.touches = 0
+        self.presses = 0
+
+    def _t_ms(self) -> int:
+        return int((time.monotonic() - self._t0) * 1000)
+
+    def handle(self, raw: bytes) -> list[str]:
+        try:
+            tokens = raw.decode("ascii").split()
+        except UnicodeDecodeError:
+            return [format_nak(None, "SYNTAX", "non-ASCII bytes in the line")]
+        if not tokens:
+            return []
+        try:
+            seq = int(tokens[0])
+            if not 1 <= seq <= 65535:
+                raise ValueError
+        except ValueError:
+            return [format_nak(None, "SYNTAX", "a command starts with a sequence number 1..65535")]
+        verb = tokens[1].upper() if len(tokens) > 1 else ""
+        if verb == "PING" and len(tokens) == 2:
+            return [format_ack(seq, {"t_ms": self._t_ms()})]
+        if verb != "TOUCH":
+            return [format_nak(seq, "UNKNOWN", f"the touch port takes TOUCH x y hold_ms or PING, not {verb or '-'}")]
+        try:
+            if len(tokens) != 5:
+                raise ValueError
+            x, y, hold = float(tokens[2]), float(tokens[3]), int(tokens[4])
+            if not (math.isfinite(x) and math.isfinite(y)):
+                raise ValueError
+        except ValueError:
+            return [format_nak(seq, "ARGS", "TOUCH takes <x_px> <y_px> <hold_ms> (numbers)")]
+        if not (0 <= x < PANEL_W_PX and 0 <= y < PANEL_H_PX):
+            return [format_nak(seq, "RANGE", f"({x:g}, {y:g}) is outside the {PANEL_W_PX}x{PANEL_H_PX} panel")]
+        if not 0 <= hold <= MAX_HOLD_MS:
+            return [format_nak(seq, "RANGE", f"hold_ms must be within 0..{MAX_HOLD_MS}")]
+        self.touch(x, y, hold)
+        return [format_ack(seq, {"t_ms": self._t_ms()})]
+
+    def touch(self, x_px: float, y_px: float, hold_ms: int) -> str | None:
+        """Touch down at (x, y), hold, lift. The button is the one under the finger at touch-down;
+        it fires at lift-off if the screen still shows it (as touch UIs do). Returns it, or None."""
+        self.touches += 1
+        down = self.device.screen_fields() if self.device.booted else {}
+        button = button_at(down, x_px, y_px) if down.get("screen") else None
+        self._sleep(hold_ms / 1000)
+        if button is None:
+            return None
+        up = self.device.screen_fields() if self.device.booted else {}
+        if (up.get("screen"), up.get("buttons")) != (down.get("screen"), down.get("buttons")):
+            log.info("touch on %s: the screen changed under the finger; nothing pressed", button)
+            return None
+        outcome = self.device.submit(Press(button), PRESS_TIMEOUT_S)
+        self.presses += 1
+        if outcome is not None and not outcome.ok:
+            log.info("touch on %s refused: %s", button, outcome.code)
+        return button
+
+
+class PanelPorts:
+    """What the reader process serves for its face: the panel's MJPEG stream and the touch port."""
+
+    def __init__(self, device: Any, host: str = "127.0.0.1", touch_port: int = 0, video_port: int = 0,
+                 fps: float = 15.0):
+        self.touch = TouchPort(device)
+        self.transport = SocketTransport(host, touch_port)
+        self.video = MjpegServer(PanelSource(device.screen_fields), fps, host, video_port, jpeg_quality=90)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def touch_url(self) -> str:
+        return self.transport.url()
+
+    @property
+    def panel_url(self) -> str:
+        return self.video.url
+
+    def start(self) -> "PanelPorts":
+        self._thread = threading.Thread(target=self.transport.serve, args=(self.touch.handle,),
+                                        name="reader-touch", daemon=True)
+        self._thread.start()
+        self.video.start()
+        return self
+
+    def stop(self) -> None:
+        self.transport.stop()
+        self.video.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        self.transport.close()
