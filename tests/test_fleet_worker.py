@@ -194,8 +194,7 @@ def test_worker_log_folder_stays_within_its_budget(rig):
     for i, path in enumerate(old):  # five earlier jobs' logs, 2 kB each, oldest first
         path.write_bytes(b"x" * 2048)
         os.utime(path, (1_000_000 + i, 1_000_000 + i))
-    for n in range(2):
-        assert JobRunner(cfg).run(_job(db, f"j{n}")) == "passed"
+    assert JobRunner(cfg).run(_job(db, "j1")) == "passed"
     left = sorted(p.name for p in log_dir.iterdir())
     total = sum(p.stat().st_size for p in log_dir.iterdir())
     last_job = sum(p.stat().st_size for p in log_dir.iterdir() if p.name.startswith("j1-"))
