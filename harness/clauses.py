@@ -207,7 +207,7 @@ class ClausePlugin:
     def __init__(self, map_path: Path | None = None):
         self.map_path = map_path
 
-    @pytest.hookimpl(trylast=True)
+    @pytest.hookimpl(tryfirst=True)  # before -m/-k deselect: a bad id anywhere in the files stops the run
     def pytest_collection_modifyitems(self, session, config, items):
         problems = []
         for item in items:

@@ -89,7 +89,7 @@ def test_unknown_clause_id_is_a_collection_error_naming_it(pytester):
         def test_y():
             pass
     """)
-    result = pytester.runpytest_subprocess()
+    result = pytester.runpytest_subprocess("-k", "test_x")  # test_y deselected: still checked
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
     assert "test_x: clause() names unknown clause id(s) N99" in err
