@@ -15,11 +15,14 @@ FLOW_FILES: tuple[str, ...] = (
     "test_health.py",
     "test_card_io.py",
     "test_face_auth_card.py",
+    "test_pin_counter.py",  # before test_standard_card.py, which locks the disposable card
     "test_standard_card.py",
     "test_visual_fallback.py",
     "test_assisted_placement.py",
+    "test_several_faces.py",
     "test_consent.py",
     "test_registration.py",
+    "test_take_card_reminder.py",
     "test_firmware_update.py",
 )
 

@@ -265,7 +265,8 @@ class Visit:
     # -- after authentication ---------------------------------------------------------------
     def consents(self, surgery: str = "consent", care: str = "consent", checkup: str | None = None) -> dict[str, str]:
         """Answer the three consent screens; ``checkup`` defaults to what the holder's age allows."""
-        await_screen(self.dut, "consent_surgery")
+        if self.dut.screen().id != "consent_surgery":  # else its event was consumed already
+            await_screen(self.dut, "consent_surgery")
         self.dut.press(surgery)
         await_screen(self.dut, "consent_care")
         self.dut.press(care)
@@ -338,3 +339,60 @@ def require_face_data_for(station, condition: str) -> None:
     if condition != "nominal" and station.faces.low_fidelity:
         pytest.skip(f"condition {condition!r} needs a real face dataset (FACEHIL_FACES); "
                     "this station has only the packaged low-fidelity samples")
+
+
+# -- the notice's wording and the reader's claims (issue 11) ------------------------------------
+
+# N16, verbatim: what every ending of a visit must remind the patient of.
+TAKE_CARD_REMINDER = "忘れずに、顔認証付きカードリーダーからマイナンバーカードを取り出してください"
+
+
+def reminded_to_take_card(v: "Visit") -> bool:
+    """The reader reminded the patient to take the card (N16): a ``remind what=take_card`` event, or
+    the notice's reminder on the screen (for adapters that only map screens). Ask before the card is taken."""
+    now = v.dut.screen().message  # answered after every event the reader sent before it
+    events = v.events()
+    if any(e.kind == "remind" and e.get("what") == "take_card" for e in events):
+        return True
+    return TAKE_CARD_REMINDER in now or any(
+        e.kind == "screen" and TAKE_CARD_REMINDER in (e.get("msg") or "") for e in events[-3:])
+
+
+def tells_to_use_face_auth(*texts: str | None) -> bool:
+    """Does any of these messages point the patient to face authentication (Japanese or English)?"""
+    joined = " ".join(t or "" for t in texts)
+    return "顔認証" in joined or "face auth" in joined.lower() or "face-auth" in joined.lower()
+
+
+def reader_claim(station, dut, key: str) -> str | None:
+    """What the reader claims about a choice the notice leaves open (hardware.md 6.6): the station
+    file's ``[dut] <key>`` first (a lab's declaration), else the reader's own INFO field."""
+    value = station.dut.extra.get(key) if station.dut is not None else None
+    if value is None:
+        value = dut.info().fields.get(key)
+    return None if value in (None, "") else str(value)
+
+
+def require_feature(station, dut, feature: str) -> None:
+    """Skip unless the reader's firmware has ``feature``; but FAIL when the station file declares the
+    reader updated (``[dut] expect_features``) and the feature is missing."""
+    have = dut.info().features
+    if feature in have:
+        return
+    declared = station.dut.expect_features if station.dut is not None else ()
+    if feature in declared:
+        pytest.fail(f"the station declares the reader has {feature} ([dut] expect_features), but its firmware "
+                    f"{dut.info().version} reports only {', '.join(sorted(have)) or 'no features'}")
+    pytest.skip(f"the reader's firmware has no {feature} (declare it in [dut] expect_features to require it)")
+
+
+def to_consent(v: Visit) -> None:
+    """Authenticate the holder by face; register the card first if the reader asks."""
+    v.show_holder()
+    v.place()
+    auth = v.face_auth()
+    assert auth.get("result") == "ok", f"face auth of the holder failed: {auth.fields}"
+    shown = await_screen(v.dut, "consent_surgery", "registration")
+    if shown.get("id") == "registration":
+        v.dut.press("register")
+        await_screen(v.dut, "consent_surgery")

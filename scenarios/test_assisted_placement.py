@@ -73,9 +73,11 @@ def test_carer_face_never_matched(cards, visit):
         except ReaderTimeout:
             continue
         if ev.kind == "auth":
+            if ev.get("result") == "ok":  # the holder is in the frame: deciding on the holder's face is allowed
+                return  # (several_faces=match_holder; that a non-holder is never matched: test_several_faces.py)
             raise AssertionError(f"the reader decided ({ev.get('result')}) while the carer {carer} was in the frame")
         if ev.kind == "face":
-            assert ev.get("outcome") == "multiple_faces", \
+            assert ev.get("outcome") in ("multiple_faces", "match"), \
                 f"with holder and carer in the frame the reader reported {ev.get('outcome')}: {ev.fields}"
             multi += 1
     assert multi == MULTI_FACE_ATTEMPTS, "the reader made no face attempts with holder and carer in the frame"

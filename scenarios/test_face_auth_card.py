@@ -1,8 +1,9 @@
 """The face-auth My Number Card (from Dec 2023): face authentication is the only method.
 
-Happy path: the holder is matched and the visit completes. Failure paths: the PIN is never
-offered, a PIN entered anyway is refused, PIN-only services are refused by the card, and the
-card holds no signing certificate.
+Happy path: the holder is matched and the visit completes. Failure paths: the PIN cannot be
+used (the method screen may hide its button or show it and refuse it: N10 allows both), a PIN
+entered anyway is refused with a pointer to face authentication, PIN-only services are refused
+by the card, and the card holds no signing certificate.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import pytest
 
 from drivers.mynumber import CardStatusError, FileNotFound, MyNumberCard
 from drivers.reader import ReaderNak
-from scenarios.steps import buttons_of, complete_visit, pick, require_face_data_for
+from scenarios.steps import buttons_of, complete_visit, pick, require_face_data_for, tells_to_use_face_auth
 
 pytestmark = [pytest.mark.flow("face_auth_card"),
               pytest.mark.requires("card_placer", "subject_display", "dut", "cards")]
@@ -19,6 +20,7 @@ pytestmark = [pytest.mark.flow("face_auth_card"),
 FACE_AUTH = "face-auth"
 
 
+@pytest.mark.clause("N1", "N5", "N8")
 @pytest.mark.parametrize("condition", [
     pytest.param("nominal", marks=pytest.mark.smoke),
     "glasses",
@@ -31,15 +33,32 @@ def test_face_success(cards, visit, station, condition):
     assert elig.get("transaction"), "the eligibility service returned no transaction id"
 
 
-def test_pin_never_offered(cards, visit):
+@pytest.mark.clause("N10", "N8")
+def test_pin_hidden_or_refused(cards, visit, measure):
+    """N10: the method screen is the notice's for every card. A face-auth card's PIN button may be hidden,
+    or shown and refused with a pointer to face authentication; the PIN is never tried either way."""
     v = visit(pick(cards, FACE_AUTH, registered=True))
-    v.show_holder()
+    v.show_nobody()
     shown = v.place()
-    assert "pin" not in buttons_of(shown), f"method selection offers {buttons_of(shown)} to a face-auth card"
-    assert "face" in buttons_of(shown), f"method selection offers no face auth: {buttons_of(shown)}"
-    assert v.dut.screen().buttons == buttons_of(shown)
+    buttons = buttons_of(shown)
+    assert "face" in buttons and "end" in buttons, f"method selection offers {buttons} to a face-auth card"
+    assert v.dut.screen().buttons == buttons
+    measure("pin_button_shown_count", int("pin" in buttons))  # an observation: both are allowed
+    if "pin" in buttons:
+        try:
+            v.dut.press("pin")
+        except ReaderNak as refused:
+            told = (refused.message, refused.fields.get("msg_en"), v.dut.screen().message)
+            assert tells_to_use_face_auth(*told), f"the PIN refusal does not point to face authentication: {told}"
+        else:
+            pytest.fail(f"the reader accepted the PIN button for a face-auth card (now {v.dut.screen().id})")
+        assert v.dut.screen().id == "method_select", "a refused PIN button left the method screen"
+    assert not [e for e in v.events() if e.kind == "pin"], "the reader tried a PIN on a face-auth card"
+    assert not [e for e in v.events() if e.kind == "auth" and e.get("method") == "pin"], \
+        "the reader ran PIN authentication for a face-auth card"
 
 
+@pytest.mark.clause("N10", "N11")
 @pytest.mark.parametrize("where", ["method_select", "face_auth"])
 def test_pin_attempt_refused(cards, visit, where):
     """Pressing PIN, or typing a PIN on the method or face screen, is refused with a clear message."""
@@ -54,7 +73,8 @@ def test_pin_attempt_refused(cards, visit, where):
         v.choose_face()
     with pytest.raises(ReaderNak) as typed:
         v.dut.enter_pin("1234")
-    assert typed.value.message, "the refusal carries no message for the patient"
+    told = (typed.value.message, typed.value.fields.get("msg_en"))
+    assert tells_to_use_face_auth(*told), f"the PIN refusal does not point to face authentication: {told}"
     screen = v.dut.screen()
     assert screen.id == where, f"a refused PIN moved the reader from {where} to {screen.id}"
     assert not [e for e in v.events() if e.kind == "pin"], "the reader tried a PIN on a face-auth card"
@@ -62,6 +82,7 @@ def test_pin_attempt_refused(cards, visit, where):
         "the reader ran PIN authentication for a face-auth card"
 
 
+@pytest.mark.clause("N1", "N2")
 @pytest.mark.requires("pcsc")
 def test_pin_only_services_refused(cards, visit, card_reader):
     """The card itself refuses what PIN-only services need: a PIN verify, and the user-auth key without
@@ -78,6 +99,7 @@ def test_pin_only_services_refused(cards, visit, card_reader):
             card.sign_auth(b"PIN-only service challenge")
 
 
+@pytest.mark.clause("N1", "N2")
 @pytest.mark.requires("pcsc")
 def test_no_signing_certificate(cards, visit, card_reader):
     v = visit(pick(cards, FACE_AUTH, registered=True))
