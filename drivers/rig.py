@@ -204,6 +204,14 @@ class Lighting:
 
 
 @dataclass(frozen=True)
+class Tap:
+    x_mm: float
+    y_mm: float
+    hold_ms: int
+    moved_ms: int  # the whole tap: travel, descent, hold, ascent
+
+
+@dataclass(frozen=True)
 class Placement:
     slot: int | None
     pose: CardPose | None
@@ -544,6 +552,17 @@ class RigController:
         cmd = "REMOVE" if speed_mm_s is None else f"REMOVE speed_mm_s={_num(speed_mm_s, 'speed_mm_s')}"
         r = self.command(cmd, self._motion_timeout_s(speed_mm_s))
         return Placement(slot=None, pose=None, moved_ms=int(r.fields.get("moved_ms", 0)))
+
+    def tap(self, x_mm: float, y_mm: float, hold_ms: int = 100) -> Tap:
+        """The finger taps the panel at (x, y) fixture mm (origin: bezel marker 0's centre; hardware.md
+        4.5 ``TAP``) and holds ``hold_ms``; returns once it is lifted again."""
+        if not 0 <= int(hold_ms) <= 10_000:
+            raise ValueError("hold_ms must be within 0..10000")
+        # the longest move across a 300 mm fixture at the slowest finger (50 mm/s), the hold, the Z strokes
+        timeout_s = self.timeout_s + 300 / 50.0 + hold_ms / 1000 + 1.0
+        r = self.command(f"TAP {_num(x_mm, 'x_mm')} {_num(y_mm, 'y_mm')} {int(hold_ms)}", timeout_s)
+        return Tap(float(r.fields["x_mm"]), float(r.fields["y_mm"]), int(r.fields["hold_ms"]),
+                   int(r.fields.get("moved_ms", 0)))
 
     def show_subject(self, subject_id: str, condition: str = "nominal", image: int | None = None,
                      carer: str | None = None) -> None:

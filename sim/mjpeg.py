@@ -73,10 +73,11 @@ class FrameClock:
                 return None
             return (self.counter, self.jpeg, self.produced_s) if self.counter != after else None
 
-    def snapshot(self) -> bytes:
+    def snapshot(self) -> tuple[bytes, dict[str, Any]]:
+        """A frame produced now, and its meta."""
         self.produce()
         with self._cond:
-            return self.jpeg
+            return self.jpeg, self.meta
 
     def state(self) -> dict[str, Any]:
         with self._cond:
@@ -120,8 +121,14 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == "/stream.mjpg":
             self._stream(clock)
-        elif path == "/snapshot.jpg":
-            self._send(HTTPStatus.OK, "image/jpeg", clock.snapshot())
+        elif path == "/snapshot.jpg":  # X-Meta: the source's meta of this very frame (JSON)
+            jpeg, meta = clock.snapshot()
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(jpeg)))
+            self.send_header("X-Meta", json.dumps(meta, ensure_ascii=True))
+            self.end_headers()
+            self.wfile.write(jpeg)
         elif path == "/state":
             self._send(HTTPStatus.OK, "application/json", json.dumps(clock.state()).encode())
         else:

@@ -50,8 +50,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--supply-file", type=Path, help="file holding the supply port's HOST:PORT (read lazily)")
     p.add_argument("--presenter", metavar="URL", help="subject presenter control, e.g. http://127.0.0.1:8000")
     p.add_argument("--serial", default="SIM-RIG-0001", help="serial number reported by HELLO")
+    # the finger over the reader's panel (issue 13, sim/finger.py): fitted when it has a glass to touch
+    p.add_argument("--finger-touch-file", type=Path, help="file holding the reader's touch port (read lazily)")
+    p.add_argument("--finger-mounting", default=None, metavar="ROT_DEG,DX_MM,DY_MM",
+                   help="the finger gantry's hidden mounting error (default 0.6,0.9,-0.6)")
+    p.add_argument("--finger-grbl", action="store_true", help="also serve the finger as Grbl G-code on its own pty")
     p.add_argument("--log-level", default="INFO")
     return p
+
+
+def _finger(args):
+    """The finger (and its Grbl line, served on a thread), or (None, None) when not fitted."""
+    if args.finger_touch_file is None and not args.finger_grbl:
+        return None, None
+    import threading
+
+    from sim.finger import Finger, GRBL_BANNER, GrblLine, Mounting, TouchLink
+    from sim.line_port import PtyPort
+
+    mounting = Mounting.parse(args.finger_mounting) if args.finger_mounting else Mounting()
+    finger = Finger(TouchLink(args.finger_touch_file), mounting)
+    if not args.finger_grbl:
+        return finger, None
+    grbl = PtyPort(256)
+    threading.Thread(target=grbl.serve, args=(GrblLine(finger).handle,), name="finger-grbl", daemon=True).start()
+    grbl.send_bytes(GRBL_BANNER)  # lost if nobody listens, as on a UART
+    return finger, grbl
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,20 +87,23 @@ def main(argv: list[str] | None = None) -> int:
         transport = SocketTransport(host, port)
     else:
         transport = PtyTransport()
+    finger, grbl = _finger(args)
     firmware = RigFirmware(volume=OperatingVolume(), cards=dict(args.card),
                            supply=SupplyLink(args.supply, args.supply_file),
                            presenter=PresenterLink(args.presenter), send_event=transport.send,
-                           serial=args.serial)
+                           serial=args.serial, finger=finger)
     firmware.adopt()
     signal.signal(signal.SIGTERM, lambda *_: transport.stop())
     signal.signal(signal.SIGINT, lambda *_: transport.stop())
     transport.send(event("BOOT", fw=FIRMWARE, proto=PROTOCOL_VERSION))  # lost if nobody listens, as on a UART
-    print(f"READY {transport.describe()}", flush=True)
+    print(f"READY {transport.describe()}" + (f" finger_grbl={grbl.path}" if grbl else ""), flush=True)
     try:
         transport.serve(firmware.handle)
     finally:
         firmware.shutdown()
         transport.close()
+        if grbl is not None:
+            grbl.stop()
     return 0
 
 
@@ -106,6 +133,10 @@ def start_rig(ctx: SimContext) -> None:
         argv += ["--presenter", presenter]
     supply = ctx.options.get("reader_supply")
     argv += ["--supply", supply] if supply else ["--supply-file", str(ctx.state_dir / SUPPLY_FILE)]
+    # the finger over the reader's panel; the reader (started later) writes its touch port here
+    argv += ["--finger-touch-file", str(ctx.state_dir / "reader-touch.addr"), "--finger-grbl"]
+    if ctx.options.get("finger_mounting"):
+        argv += ["--finger-mounting", str(ctx.options["finger_mounting"])]
     ready = ctx.spawn_ready("rig", ctx.python("sim.rig", *argv))
     if "pty" in ready:
         url = f"serial:{ready['pty']}"
@@ -114,6 +145,13 @@ def start_rig(ctx: SimContext) -> None:
     else:
         raise StationError(f"the rig controller announced neither a pty nor a socket: READY {ready}")
     ctx.station["rig"] = {"url": url}
+    if "finger_grbl" in ready:  # [rig.finger] (hardware.md 10.3): which line drives the finger
+        grbl = f"serial:{ready['finger_grbl']}"
+        protocol = str(ctx.options.get("finger_protocol") or "facehil")
+        if protocol not in ("facehil", "grbl"):
+            raise StationError(f"finger_protocol must be facehil or grbl, not {protocol!r}")
+        ctx.station["rig"]["finger"] = {"protocol": protocol, "port": grbl if protocol == "grbl" else url,
+                                        "grbl": grbl}
 
 
 if __name__ == "__main__":

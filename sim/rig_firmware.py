@@ -11,11 +11,14 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from sim.rig_links import CardLink, LinkError, LinkRefused, PresenterLink, SupplyLink
 from sim.rig_model import ABSENT, CardPose, Coupling, OperatingVolume, Waypoint, ascent, descent
 from sim.rig_protocol import PROTOCOL_VERSION, FrameError, Request, ack, event, nak, parse_request
+
+if TYPE_CHECKING:
+    from sim.finger import Finger
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ class RigFirmware:
     def __init__(self, *, volume: OperatingVolume | None = None, cards: dict[int, CardLink | None] | None = None,
                  supply: SupplyLink | None = None, presenter: PresenterLink | None = None,
                  send_event: Callable[[bytes], None] = lambda data: None, serial: str = "SIM-RIG-0001",
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, finger: "Finger | None" = None):
         self.volume = volume or OperatingVolume()
         self.cards = dict(cards or {})
         self.supply = supply or SupplyLink()
@@ -63,6 +66,7 @@ class RigFirmware:
         self.send_event = send_event
         self.serial = serial
         self.sleep = sleep  # motions take real time; in-process fuzzing passes a no-op to run them at once
+        self.finger = finger  # the stylus over the reader's panel (sim/finger.py), if fitted
         self.state = RigState()
         self.booted_monotonic_s = time.monotonic()
         self._lock = threading.RLock()
@@ -113,7 +117,7 @@ class RigFirmware:
             raise _Nak("E_VERSION", f"this rig speaks {PROTOCOL_VERSION}")
         slots = ",".join(str(s) for s in sorted(self.cards)) or "-"
         return ack(req.seq, proto=PROTOCOL_VERSION, fw=FIRMWARE, serial=self.serial, slots=slots,
-                   caps="power,light,placer,display,sim")
+                   caps="power,light,placer,display," + ("finger," if self.finger else "") + "sim")
 
     def _cmd_ping(self, req: Request) -> bytes:
         _only(req, words=0, keys=())
@@ -244,6 +248,23 @@ class RigFirmware:
         return ack(req.seq, display=s.display, subject=s.subject, condition=s.condition, carer=s.carer)
 
     # -- actuators ---------------------------------------------------------------------------
+    def _cmd_tap(self, req: Request) -> bytes:
+        """``TAP <x_mm> <y_mm> <hold_ms>``: the finger taps the panel; the reply comes when it is up again."""
+        _only(req, words=3, keys=())
+        if self.finger is None:
+            raise _Nak("E_HW", "no finger fitted on this rig")
+        x, y = (_decimal(w, name) for w, name in zip(req.words[:2], ("x_mm", "y_mm")))
+        if not re.fullmatch(r"[0-9]{1,5}", req.words[2]):
+            raise _Nak("E_ARG", "hold_ms must be a whole number")
+        hold = int(req.words[2])
+        w, h = self.finger.limits_mm
+        if not (0 <= x <= w and 0 <= y <= h):
+            raise _Nak("E_RANGE", f"x_mm must be within 0..{w:.2f} and y_mm within 0..{h:.2f}")
+        if hold > 10_000:
+            raise _Nak("E_RANGE", "hold_ms must be within 0..10000")
+        took_s = self.finger.tap(x, y, hold)
+        return ack(req.seq, x_mm=x, y_mm=y, hold_ms=hold, moved_ms=int(round(took_s * 1000)))
+
     def _relay(self, on: bool) -> str:
         self.state.power_on = on
         try:
@@ -401,6 +422,12 @@ def _num(req: Request, key: str, default, lo: float, hi: float) -> float:
     if not lo <= value <= hi:
         raise _Nak("E_RANGE", f"{key} must be within {lo:g}..{hi:g}")
     return value
+
+
+def _decimal(text: str, name: str) -> float:
+    if not re.fullmatch(r"-?[0-9]{1,4}(\.[0-9]{1,2})?", text):
+        raise _Nak("E_ARG", f"{name} must be a decimal number (at most 2 places)")
+    return float(text)
 
 
 def _int(req: Request, key: str, default, lo: int, hi: int):

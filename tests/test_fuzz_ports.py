@@ -36,6 +36,7 @@ from sim.reader.flow import FlowConfig
 from sim.reader.ports import SystemClock
 from sim.reader.recorded import RecordedCard, RecordedFace, RecordedHardware, recorded_ports
 from sim.reader.transport import SocketTransport
+from sim.finger import Finger
 from sim.rig_firmware import CONDITIONS, RigFirmware
 from sim.rig_model import ABSENT, CardPose
 from sim.rig_protocol import checksum
@@ -281,7 +282,8 @@ _KEYS = ["slot", "x_mm", "y_mm", "z_mm", "tilt_deg", "speed_mm_s", "off_ms", "at
          "cct_k", "backlight_lux", "id", "condition", "image", "carer", "bogus"]
 _VERB_WORDS = [("PLACE",), ("REMOVE",), ("RESET",), ("POWER", "CYCLE"), ("POWER", "CUT"), ("POWER", "ON"),
                ("POWER", "OFF"), ("POWER", "DANCE"), ("POWER",), ("LIGHT",), ("STATUS",), ("HEALTH",), ("PING",),
-               ("SHOW", "SUBJECT"), ("SHOW", "BLANK"), ("SHOW", "NOFACE"), ("PLACE", "NOW"), ("MOVE",), ("place",)]
+               ("SHOW", "SUBJECT"), ("SHOW", "BLANK"), ("SHOW", "NOFACE"), ("PLACE", "NOW"), ("MOVE",), ("place",),
+               ("TAP",)]
 _MOTIONS = [("PLACE",), ("REMOVE",), ("RESET",), ("POWER", "CYCLE"), ("POWER", "CUT")]
 
 
@@ -327,13 +329,18 @@ def rig_request(rng: random.Random) -> str:
         else:
             v = _number(rng)
         args.append(f"{k}={v}")
+    if words[0] == "TAP":  # the finger (issue 13): TAP <x_mm> <y_mm> <hold_ms>, words not keys
+        args = [f"{rng.uniform(-5, 200):.2f}" if rng.random() < 0.6 else _number(rng) for _ in range(2)]
+        args += [str(rng.randint(0, 300)) if rng.random() < 0.7 else _number(rng)][:rng.choice((1, 1, 1, 0))]
     body = " ".join([str(rng.randint(1, 65535)), *words, *args])
     return body + (f"*{checksum(body.encode())}" if rng.random() < 0.5 else "")
 
 
 def _snapshot(fw: RigFirmware) -> tuple:
     s = fw.state
-    return (s.card_slot, s.pose, s.coupling, s.lux, s.cct_k, s.backlight_lux, s.display, s.subject)
+    f = fw.finger
+    return (s.card_slot, s.pose, s.coupling, s.lux, s.cct_k, s.backlight_lux, s.display, s.subject,
+            f and (f.x_mm, f.y_mm, f.z_mm, f.touching))
 
 
 def _check_invariants(fw: RigFirmware) -> None:
@@ -349,6 +356,9 @@ def _check_invariants(fw: RigFirmware) -> None:
         assert s.coupling == fw.volume.coupling(p), f"coupling {s.coupling} does not follow pose {p}"
     assert 0 <= s.lux <= 100000 and 1500 <= s.cct_k <= 15000 and 0 <= s.backlight_lux <= 100000
     assert isinstance(s.power_on, bool)
+    if fw.finger is not None:  # never beyond its travel, always lifted between commands
+        w, h = fw.finger.limits_mm
+        assert 0 <= fw.finger.x_mm <= w and 0 <= fw.finger.y_mm <= h and not fw.finger.touching
 
 
 _REFUSALS = {"E_ARG", "E_RANGE", "E_SLOT", "E_VERB", "E_FRAME", "E_CHECKSUM"}
@@ -358,7 +368,7 @@ def _run_rig_requests(requests: list[str]) -> None:
     """Random and edge arguments for every verb, motions included: each request gets one
     well-framed reply; a refusal names a protocol code and a reason and leaves the state as it
     was; an accepted PLACE holds exactly the pose asked for; the model's invariants hold after each."""
-    fw = RigFirmware(cards={s: None for s in SLOTS}, sleep=lambda s: None)
+    fw = RigFirmware(cards={s: None for s in SLOTS}, sleep=lambda s: None, finger=Finger(sleep=lambda s: None))
     try:
         for text in requests:
             before = _snapshot(fw)

@@ -97,34 +97,16 @@ import time  # noqa: E402
 
 import cv2  # noqa: E402
 
-from drivers.reader import LineProtocolReader  # noqa: E402
-from sim.reader.assembly import SimulatedReader  # noqa: E402
-from sim.reader.device import DeviceOptions  # noqa: E402
-from sim.reader.firmware import ensure_firmware_dir  # noqa: E402
-from sim.reader.flow import FlowConfig  # noqa: E402
-from sim.reader.ports import SystemClock  # noqa: E402
-from sim.reader.recorded import RecordedCard, RecordedFace, RecordedHardware, recorded_ports  # noqa: E402
-from sim.reader.touch import PanelPorts  # noqa: E402
-from sim.reader.transport import SocketTransport  # noqa: E402
+from panel_reader import panel_reader  # noqa: E402
+
 
 WAIT_S = 5.0
 
 
 @pytest.fixture
 def live(tmp_path):
-    fw = tmp_path / "fw"
-    ensure_firmware_dir(fw)
-    hw = RecordedHardware(lambda: recorded_ports(card=RecordedCard(), face=RecordedFace(), clock=SystemClock()))
-    opts = DeviceOptions(state_dir=tmp_path / "reader", firmware_dir=fw, boot_ms=20, tick_ms=10,
-                         flow_config=FlowConfig(face_timeout_ms=3000))
-    sim = SimulatedReader(opts, hw, SocketTransport()).start()
-    panel = PanelPorts(sim.device, fps=20).start()
-    dut = LineProtocolReader(sim.url, timeout_s=2.0, connect_timeout_s=5.0)
-    dut.open()
-    yield sim, hw, dut, panel
-    dut.close()
-    panel.stop()
-    sim.stop()
+    with panel_reader(tmp_path) as parts:
+        yield parts
 
 
 class Glass:

@@ -181,10 +181,12 @@ def text_boxes(screen_state: Mapping[str, Any]) -> Sequence[tuple[str, tuple[int
 class PanelSource:
     """The lit panel of a running reader, for sim/mjpeg.py: the current screen drawn, or black
     while the reader is off or booting (no backlight). ``meta`` says which screen a frame shows
-    and since when (``since_monotonic_s``: the first frame that showed it)."""
+    and since when (``since_monotonic_s``: the first frame that showed it), and where a finger
+    rests on the glass (``touch``: physical, not drawn; the screen camera draws the stylus)."""
 
-    def __init__(self, screen_fields):
+    def __init__(self, screen_fields, touch_point=lambda: None):
         self._screen_fields = screen_fields  # () -> the SCREEN query's fields ({} while off)
+        self._touch_point = touch_point  # () -> (x, y) where a finger rests on the glass, or None
         self._key: tuple | None = None
         self._since_s = 0.0
         self._black = np.zeros((PANEL_H_PX, PANEL_W_PX, 3), np.uint8)
@@ -197,4 +199,6 @@ class PanelSource:
         if key != self._key:
             self._key, self._since_s = key, time.monotonic()
         frame = _render(str(state.get("msg", "")), tuple(buttons_of(state))) if state.get("screen") else self._black
-        return frame, {"screen": state.get("screen") or "off", "since_monotonic_s": self._since_s}
+        touch = self._touch_point()
+        return frame, {"screen": state.get("screen") or "off", "since_monotonic_s": self._since_s,
+                       "touch": list(touch) if touch else None}

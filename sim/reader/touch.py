@@ -7,6 +7,8 @@ the reader is off does nothing. The line answers ``ACK <seq>`` once the finger i
 never says what was hit: a host learns that from the screen, as on a real panel.
 
     <seq> TOUCH <x_px> <y_px> <hold_ms>   -> ACK <seq> t_ms=<ms since the port started>
+    <seq> DOWN <x_px> <y_px>              -> ACK at once: the finger rests on the glass
+    <seq> UP                              -> ACK once lifted (a DOWN then UP is a TOUCH)
     <seq> PING                            -> ACK <seq> t_ms=...
 
 Same framing, token and NAK format as the control port (hardware.md 6).
@@ -42,6 +44,8 @@ class TouchPort:
         self._t0 = time.monotonic()
         self.touches = 0
         self.presses = 0
+        self.contact: tuple[float, float, str | None, dict] | None = None  # (x, y, button, screen at down)
+        self.last_down: tuple[float, float] | None = None
 
     def _t_ms(self) -> int:
         return int((time.monotonic() - self._t0) * 1000)
@@ -62,32 +66,52 @@ class TouchPort:
         verb = tokens[1].upper() if len(tokens) > 1 else ""
         if verb == "PING" and len(tokens) == 2:
             return [format_ack(seq, {"t_ms": self._t_ms()})]
-        if verb != "TOUCH":
-            return [format_nak(seq, "UNKNOWN", f"the touch port takes TOUCH x y hold_ms or PING, not {verb or '-'}")]
+        if verb == "UP" and len(tokens) == 2:
+            self.up()
+            return [format_ack(seq, {"t_ms": self._t_ms()})]
+        if verb not in ("TOUCH", "DOWN"):
+            return [format_nak(seq, "UNKNOWN", f"the touch port takes TOUCH, DOWN, UP or PING, not {verb or '-'}")]
+        want = 5 if verb == "TOUCH" else 4
         try:
-            if len(tokens) != 5:
+            if len(tokens) != want:
                 raise ValueError
-            x, y, hold = float(tokens[2]), float(tokens[3]), int(tokens[4])
+            x, y = float(tokens[2]), float(tokens[3])
+            hold = int(tokens[4]) if verb == "TOUCH" else 0
             if not (math.isfinite(x) and math.isfinite(y)):
                 raise ValueError
         except ValueError:
-            return [format_nak(seq, "ARGS", "TOUCH takes <x_px> <y_px> <hold_ms> (numbers)")]
+            usage = "TOUCH <x_px> <y_px> <hold_ms>" if verb == "TOUCH" else "DOWN <x_px> <y_px>"
+            return [format_nak(seq, "ARGS", f"{usage} (numbers)")]
         if not (0 <= x < PANEL_W_PX and 0 <= y < PANEL_H_PX):
             return [format_nak(seq, "RANGE", f"({x:g}, {y:g}) is outside the {PANEL_W_PX}x{PANEL_H_PX} panel")]
         if not 0 <= hold <= MAX_HOLD_MS:
             return [format_nak(seq, "RANGE", f"hold_ms must be within 0..{MAX_HOLD_MS}")]
-        self.touch(x, y, hold)
+        if verb == "DOWN":
+            self.down(x, y)
+        else:
+            self.touch(x, y, hold)
         return [format_ack(seq, {"t_ms": self._t_ms()})]
 
     def touch(self, x_px: float, y_px: float, hold_ms: int) -> str | None:
-        """Touch down at (x, y), hold, lift. The button is the one under the finger at touch-down;
-        it fires at lift-off if the screen still shows it (as touch UIs do). Returns it, or None."""
-        self.touches += 1
-        down = self.device.screen_fields() if self.device.booted else {}
-        button = button_at(down, x_px, y_px) if down.get("screen") else None
+        """Touch down at (x, y), hold, lift; the button pressed, or None."""
+        self.down(x_px, y_px)
         self._sleep(hold_ms / 1000)
-        if button is None:
+        return self.up()
+
+    def down(self, x_px: float, y_px: float) -> None:
+        """The finger meets the glass. The button is the one under it now; it fires at lift-off
+        if the screen still shows it (as touch UIs do)."""
+        self.touches += 1
+        state = self.device.screen_fields() if self.device.booted else {}
+        button = button_at(state, x_px, y_px) if state.get("screen") else None
+        self.contact = (x_px, y_px, button, state)
+        self.last_down = (x_px, y_px)
+
+    def up(self) -> str | None:
+        contact, self.contact = self.contact, None
+        if contact is None or contact[2] is None:
             return None
+        _, _, button, down = contact
         up = self.device.screen_fields() if self.device.booted else {}
         if (up.get("screen"), up.get("buttons")) != (down.get("screen"), down.get("buttons")):
             log.info("touch on %s: the screen changed under the finger; nothing pressed", button)
@@ -98,6 +122,11 @@ class TouchPort:
             log.info("touch on %s refused: %s", button, outcome.code)
         return button
 
+    def touch_point(self) -> tuple[float, float] | None:
+        """Where the glass is touched now (the physical contact: a camera sees the stylus there)."""
+        contact = self.contact
+        return None if contact is None else (contact[0], contact[1])
+
 
 class PanelPorts:
     """What the reader process serves for its face: the panel's MJPEG stream and the touch port."""
@@ -106,7 +135,8 @@ class PanelPorts:
                  fps: float = 15.0):
         self.touch = TouchPort(device)
         self.transport = SocketTransport(host, touch_port)
-        self.video = MjpegServer(PanelSource(device.screen_fields), fps, host, video_port, jpeg_quality=90)
+        self.video = MjpegServer(PanelSource(device.screen_fields, self.touch.touch_point), fps, host, video_port,
+                                 jpeg_quality=90)
         self._thread: threading.Thread | None = None
 
     @property
