@@ -182,6 +182,10 @@ def _acquisition_datasets() -> list[tuple[str, Path, list]]:
     return out
 
 
+LONG_S = 3600  # the whole-dataset benches take minutes, more on a shared machine (pytest's timeout is 300 s)
+
+
+@pytest.mark.timeout(LONG_S)
 @pytest.mark.parametrize("dataset", ["lfw-dev", "orl", "packaged samples"])
 def test_fta_against_baseline(dlib_backend, goals, dataset):
     from harness.biometrics import acquisition
@@ -221,6 +225,7 @@ def test_stream_per_frame_cost(dlib_backend, session, portraits, goals):
           t50 < s50)
 
 
+@pytest.mark.timeout(LONG_S)
 def test_cold_accuracy_lfw_dev_two_workers(goals, tmp_path):
     from harness.biometrics.datasets import load_lfw_pairs
     from harness.biometrics.evaluate import EvalConfig, evaluate
@@ -238,6 +243,7 @@ def test_cold_accuracy_lfw_dev_two_workers(goals, tmp_path):
           elapsed, "<= 60", "s wall", elapsed <= 60.0)
 
 
+@pytest.mark.timeout(LONG_S)
 def test_converted_network_keeps_accuracy_and_threshold(goals, monkeypatch):
     """All of lfw-dev through both engines: identical threshold at FMR 1e-3, EER, FNMR."""
     from harness.biometrics.datasets import load_lfw_pairs
