@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import secrets
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from drivers.station_auth import TOKEN_ENV
 from harness.campaign import records as crec
 from harness.campaign.impostors import nearest_identities
 from harness.campaign.limits import parse_campaign_limits
@@ -21,6 +24,7 @@ from harness.campaign.plan import Plan, PlanError, Trial, build_schedule, choose
 from harness.campaign.run import Budget, Outcome, run_trials
 from harness.config import Station
 from harness.records import RecordStore, RunInfo, utcnow
+
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,16 @@ class Devices:
     features: list[str] | None = None
 
 
+def _station_token(station: Station) -> str | None:
+    """A simulated station's control-port token (``<state_dir>/token``, hardware.md 9.1), if any."""
+    if not station.station.simulated or station.station.state_dir is None:
+        return None
+    try:
+        return (Path(station.station.state_dir) / "token").read_text().strip() or None
+    except OSError:
+        return None
+
+
 @contextmanager
 def open_devices(station: Station):
     """The reader under test and the rig of a station, closed whatever happens."""
@@ -45,7 +59,11 @@ def open_devices(station: Station):
 
     if station.rig is None or station.dut is None or not station.dut.url:
         raise CampaignError(f"station {station.path} needs a [rig] and a [dut] with a url for a campaign")
-    rig = RigController(station.rig.url.serial_url, baudrate=station.rig.baudrate, timeout_s=station.rig.timeout_s)
+    token = _station_token(station)
+    if token:  # the reader driver takes it from the environment (drivers/station_auth.py)
+        os.environ[TOKEN_ENV] = token
+    rig = RigController(station.rig.url.serial_url, baudrate=station.rig.baudrate, timeout_s=station.rig.timeout_s,
+                        token=token)
     try:
         rig.open()
     except RigError as exc:
