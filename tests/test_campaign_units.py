@@ -147,6 +147,9 @@ def test_slower_firmware_is_a_time_regression():
     lines = {x["figure"]: x for x in compare_summaries(a, metrics.summarize(slow))}
     assert lines["transaction_ms[genuine]"]["flag"] == "REGRESSION" and lines["frr"]["flag"] == "no-change"
     assert lines["transaction_ms[genuine]"]["effect_size"] == pytest.approx(1.0)
+    assert lines["transaction_ms[genuine]"]["diff_value"] == pytest.approx(400)  # Hodges-Lehmann shift
+    lo, hi = lines["transaction_ms[genuine]"]["ci_values"]
+    assert 0 < lo <= 400 <= hi
 
 
 # -- records and report -------------------------------------------------------------------------
