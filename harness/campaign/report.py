@@ -78,8 +78,8 @@ Attacks that got through: <b id="attacks-through">{{ s.attacks_through | length 
 </section>
 
 <section id="det"><h2>DET curve</h2>
-{% if fig_det %}<p>{{ s.det.genuine_scores }} genuine and {{ s.det.impostor_scores }} impostor attempt scores reported by the reader;
-EER {{ pct(s.det.eer) }}.</p><img alt="DET curve" src="{{ fig_det }}">
+{% if fig_det %}<p>{{ s.det.genuine_scores }} genuine and {{ s.det.impostor_scores }} impostor attempt scores reported by the reader
+(random and hard impostors together: the plan's mix shapes the curve); EER {{ pct(s.det.eer) }}.</p><img alt="DET curve" src="{{ fig_det }}">
 {% else %}<p id="no-det">{{ s.det.note }}</p>{% endif %}
 </section>
 
