@@ -1,6 +1,7 @@
 """`python tests/station_cycles.py N [DECK]`: the station lifecycle as a user lives it, on the
-default state folder and whatever pcscd is the system one (tests/station_ns.py): N up/down
-cycles, then a station whose processes are all SIGKILLed, then one more up/down.
+default state folder and whatever pcscd is the system one (tests/station_ns.py): N ups, each
+after the previous station went down (N-1 by `sim down`, the last one's processes all SIGKILLed),
+then one more up/down after the crash.
 
 DECK, if given, is a folder of personas copied in as the station's deck (no key generation).
 Prints ``CYCLE i ok`` per station that came up with the demo card powered on the reader,
@@ -48,9 +49,15 @@ def up_down(cycles: int) -> None:
         print(f"CYCLE {i} ok", flush=True)
 
 
-def killed_then_up() -> None:
+def killed_then_up(cycle: int) -> None:
     """A station whose processes were all SIGKILLed (a crash, the OOM killer), then `sim up`."""
     sim_up(options=OPTIONS)
+    try:
+        check_station()
+    except BaseException:
+        sim_down()
+        raise
+    print(f"CYCLE {cycle} ok", flush=True)
     records = json.loads((default_state_dir() / PROCESSES_FILE).read_text())
     for rec in records:
         os.kill(rec["pid"], signal.SIGKILL)
@@ -70,8 +77,9 @@ def main() -> int:
     if len(sys.argv) > 2:
         shutil.copytree(sys.argv[2], default_state_dir() / "deck")
     try:
-        up_down(int(sys.argv[1]))
-        killed_then_up()
+        cycles = int(sys.argv[1])
+        up_down(cycles - 1)
+        killed_then_up(cycles - 1)
     except StationError as exc:
         print(f"FAILED {exc}", flush=True)
         return 1
