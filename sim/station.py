@@ -96,16 +96,16 @@ def sim_up(state_dir: Path | None = None, *, private_pcscd: bool = False, firmwa
     if pcscd.private:
         ctx.station["pcsc"]["socket"] = str(pcscd.socket_path)
     ctx.save_processes()
+    path = state_dir / STATION_FILE
     try:
         start_components(ctx)
         _place_demo_card(ctx)
+        path.write_text(tomli_w.dumps(ctx.station))
     except BaseException as exc:
         sim_down(state_dir)
         if isinstance(exc, (OSError, ValueError)):  # a part's files: one exception type for callers
             raise StationError(f"{type(exc).__name__}: {exc}") from exc
         raise
-    path = state_dir / STATION_FILE
-    path.write_text(tomli_w.dumps(ctx.station))
     return path
 
 
