@@ -271,6 +271,9 @@ COMPONENTS: tuple[Component, ...] = (
               provides=frozenset({"eligibility"})),
     Component("reader", "sim.reader.station:start_reader", needs=frozenset({"cards", "camera", "eligibility"}),
               provides=frozenset({"dut"})),
+    # the rig's screen camera on the reader's panel (issue 13); the rig's finger finds the touch port by file
+    Component("screen", "sim.screen_camera:start_screen", needs=frozenset({"dut", "rig"}),
+              provides=frozenset({"screen"})),
 )
 
 

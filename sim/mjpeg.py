@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 
 BOUNDARY = "facehilframe"
 HISTORY_FRAMES = 256
+SEND_BUFFER_BYTES = 64 * 1024
 FrameSource = Callable[[], "tuple[np.ndarray, dict[str, Any]]"]
 
 
@@ -139,6 +141,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         self.send_header("Cache-Control", "no-cache, no-store")
         self.end_headers()
+        # a small send buffer: a slow client gets the newest frame, not seconds of queued ones
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         with clock._cond:
             clock.clients += 1
             last = clock.counter

@@ -125,12 +125,13 @@ def test_parse_ready():
 def test_the_declared_order_is_consistent():
     check_order(COMPONENTS)
     provided = set().union(*(c.provides for c in COMPONENTS))
-    assert {"cards", "pki", "camera", "rig", "eligibility", "dut"} <= provided
+    assert {"cards", "pki", "camera", "rig", "eligibility", "dut", "screen"} <= provided
 
 
 def test_a_wrong_start_order_is_refused_before_anything_starts(tmp_path):
     ctx = _ctx(tmp_path)
-    reader_first = (COMPONENTS[-1],) + COMPONENTS[:-1]
+    reader = next(c for c in COMPONENTS if c.name == "reader")
+    reader_first = (reader,) + tuple(c for c in COMPONENTS if c is not reader)
     with pytest.raises(StationError, match="component reader needs .*camera"):
         start_components(ctx, reader_first)
     assert ctx.processes == [] and not (tmp_path / "logs").exists()
@@ -148,7 +149,7 @@ def test_a_component_that_does_not_provide_what_it_declared_is_refused(tmp_path)
 
 
 COMPONENT_FILES = ["sim/card/station.py", "sim/camera.py", "sim/rig.py", "sim/eligibility/station.py",
-                   "sim/reader/station.py"]
+                   "sim/reader/station.py", "sim/screen_camera.py"]
 
 
 def _imported_modules(path: Path) -> set[str]:
