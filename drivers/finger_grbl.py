@@ -1,5 +1,5 @@
 """A Grbl 1.1 robot finger (Tapster style) on its own serial line, through pyserial
-(hardware.md 10.3).
+(hardware.md 11.3).
 
 The finger is an XY gantry with a Z stylus, in fixture millimetres (origin: bezel marker 0's
 centre, x right, y down; Z up, 0 = on the glass). A tap is ``G0 X Y`` at travel height,

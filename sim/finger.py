@@ -7,7 +7,7 @@ a host cannot know and must fit from taps it watches through the screen camera. 
 the panel's active area goes to the reader's touch port (sim/reader/touch.py, DOWN/UP at panel
 pixels); on the bezel it touches nothing.
 
-Two ways to drive it (hardware.md 4.5 ``TAP``, 10.3 Grbl): the rig protocol (sim/rig_firmware.py)
+Two ways to drive it (hardware.md 4.5 ``TAP``, 11.3 Grbl): the rig protocol (sim/rig_firmware.py)
 and a Grbl 1.1 G-code line on its own serial port (``GrblLine``, Tapster style).
 """
 
@@ -169,16 +169,15 @@ class Finger:
             return dt
 
     def tap(self, x_mm: float, y_mm: float, hold_ms: int) -> float:
-        """Move, touch, hold, lift; returns the seconds taken (the reply comes after all of it)."""
+        """Move, touch, hold, lift; returns the seconds the motion takes by the finger's speeds
+        (what it spends, the link round trips aside; the reply comes after all of it)."""
         if not 0 <= hold_ms <= MAX_HOLD_MS:
             raise ValueError(f"hold_ms must be within 0..{MAX_HOLD_MS}")
         with self._lock:
-            t0 = time.monotonic()
-            self.move_xy(x_mm, y_mm)
-            self.move_z(0.0)
+            took = self.move_xy(x_mm, y_mm)
+            took += self.move_z(0.0)
             self.sleep(hold_ms / 1000)
-            self.move_z(TRAVEL_Z_MM)
-            return time.monotonic() - t0
+            return took + hold_ms / 1000 + self.move_z(TRAVEL_Z_MM)
 
 
 # -- Grbl 1.1 G-code, the subset a Tapster-style finger driver uses -------------------------------

@@ -1,4 +1,4 @@
-"""The screen fixture's geometry (hardware.md 10.1): the bezel around the reader's panel, its
+"""The screen fixture's geometry (hardware.md 11.1): the bezel around the reader's panel, its
 four ArUco markers, and the panel's active area, in fixture millimetres.
 
 Origin: the centre of marker 0 (top-left); x right, y down, in the panel plane. The finger's

@@ -145,7 +145,7 @@ def start_rig(ctx: SimContext) -> None:
     else:
         raise StationError(f"the rig controller announced neither a pty nor a socket: READY {ready}")
     ctx.station["rig"] = {"url": url}
-    if "finger_grbl" in ready:  # [rig.finger] (hardware.md 10.3): which line drives the finger
+    if "finger_grbl" in ready:  # [rig.finger] (hardware.md 11.3): which line drives the finger
         grbl = f"serial:{ready['finger_grbl']}"
         protocol = str(ctx.options.get("finger_protocol") or "facehil")
         if protocol not in ("facehil", "grbl"):

@@ -1,5 +1,5 @@
 """The simulated screen camera: a camera on the rig looking at the reader's panel in its fixture
-bezel, as an MJPEG stream OpenCV opens (hardware.md 10.1).
+bezel, as an MJPEG stream OpenCV opens (hardware.md 11.1).
 
 `python -m sim.screen_camera --panel http://HOST:PORT [--fps 15] [--perspective-deg 20] [--glare 0.3]
 [--blur 0.3] [--exposure-drift 0.3] [--moire 0.2] [--seed 13]` prints

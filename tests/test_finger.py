@@ -110,3 +110,17 @@ def test_tap_without_a_finger_is_refused():
     fitted = RigFirmware(finger=Finger(sleep=lambda s: None))
     assert b"caps=power,light,placer,display,finger,sim" in fitted.handle(b"3 HELLO 1.0")
     assert fitted.handle(b"4 TAP 20 20 0").startswith(b"4 ACK x_mm=20 y_mm=20 hold_ms=0 moved_ms=")
+
+
+def test_hardware_md_tap_transcript_byte_for_byte():
+    """The TAP example of hardware.md 4.5 against the simulated finger (motions at once)."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "hardware.md").read_text()
+    block = text.split("```rig-tap-transcript\n", 1)[1].split("```", 1)[0]
+    fw = RigFirmware(finger=Finger(sleep=lambda s: None))
+    lines = block.strip().splitlines()
+    assert len(lines) == 4
+    for host, rig in zip(lines[::2], lines[1::2]):
+        assert host.startswith("> ") and rig.startswith("< ")
+        assert fw.handle(host[2:].encode()) == rig[2:].encode() + b"\n"

@@ -1,5 +1,5 @@
 """The reference reader's touch-screen face: its screen state drawn as the 800x480 panel a
-patient sees (hardware.md 10). Pure functions of the screen state, so the same picture comes
+patient sees (hardware.md 11.2). Pure functions of the screen state, so the same picture comes
 out of the reader process, the tests and a host's reference frames.
 
 ``screen_state`` is what the control port's SCREEN query reports (``ReaderFlow.state()``):

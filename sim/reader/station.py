@@ -46,6 +46,6 @@ def start_reader(ctx: SimContext) -> None:
                           "firmware": ctx.firmware, "firmware_dir": str(Path(ctx.state_dir) / "firmware")}
     if variant:
         ctx.station["dut"]["variant"] = str(variant)
-    for key in ("panel", "touch"):  # its face (issue 13): panel video and touch glass, hardware.md 10
+    for key in ("panel", "touch"):  # its face (issue 13): panel video and touch glass, hardware.md 11
         if key in ready:
             ctx.station["dut"][key] = ready[key]

@@ -1,4 +1,4 @@
-"""The reference reader's touch panel as a port of the reader process (hardware.md 10.2).
+"""The reference reader's touch panel as a port of the reader process (hardware.md 11.2).
 
 The touch port is the glass, not a host interface: whatever touches it at panel pixel (x, y)
 for ``hold_ms`` presses the button drawn there (sim/reader/display.py's table), exactly as the
