@@ -20,9 +20,9 @@ FLOW_FILES: tuple[str, ...] = (
     "test_visual_fallback.py",
     "test_assisted_placement.py",
     "test_several_faces.py",
+    "test_take_card_reminder.py",  # before test_registration.py, which registers the unregistered cards
     "test_consent.py",
     "test_registration.py",
-    "test_take_card_reminder.py",
     "test_firmware_update.py",
 )
 

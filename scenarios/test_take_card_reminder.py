@@ -37,6 +37,9 @@ def _skip_registration(cards, visit) -> Visit:
     v = visit(pick(cards, registered=False))
     v.show_holder()
     v.place()
+    read = [e for e in v.events() if e.kind == "card" and e.get("state") == "read"]
+    if read and read[-1].get("registered") == "1":
+        pytest.skip(f"{v.card.id} is registered already (an earlier scenario registered it)")
     assert v.face_auth().get("result") == "ok", "face auth of the holder failed"
     await_screen(v.dut, "registration")
     v.dut.press("skip")  # 登録せずに終了
