@@ -196,14 +196,18 @@ class SimContext:
 
 
     def env(self) -> dict[str, str]:
-        """Environment for a station process: the right pcscd, unbuffered logs."""
+        """Environment for a station process: the right pcscd and the station token."""
         env = dict(os.environ)
         env.update(self.pcscd.client_env())
         env.update(self.extra_env)
         env.pop(TOKEN_ENV, None)
         if self.token:
             env[TOKEN_ENV] = self.token
-        env["PYTHONUNBUFFERED"] = "1"
+        # Not unbuffered: unbuffered stdout writes print()'s text and its newline in two writes,
+        # and a logging thread's line (stderr, same log file) can land between them, gluing the
+        # READY line to a log line. Buffered print(..., flush=True) is one write; stderr is
+        # line-buffered since Python 3.9, so logs still appear line by line.
+        env.pop("PYTHONUNBUFFERED", None)
         return env
 
     def python(self, module: str, *args: str) -> list[str]:
