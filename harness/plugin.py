@@ -293,11 +293,22 @@ class StationSession:
 
             cfg = self._need("dut")
             try:
-                self._dut = open_reader(cfg.url, cfg.adapter)
+                self._dut = self._open_adapter(cfg)
             except ReaderError as exc:
                 raise StationUnavailable(f"reader under test at {cfg.url} does not answer: {exc}") from exc
             self._annotate()
         return self._dut
+
+    def _open_adapter(self, cfg):
+        """An adapter with ``from_station`` (e.g. the screen adapter) takes the whole station file."""
+        from drivers.reader import load_adapter, open_reader
+
+        cls = load_adapter(cfg.adapter)
+        if not hasattr(cls, "from_station"):
+            return open_reader(cfg.url, cfg.adapter)
+        dut = cls.from_station(self.station())
+        dut.open()
+        return dut
 
     def open_camera(self):
         cfg = self._need("camera")
@@ -521,6 +532,16 @@ class StationGate:
         missing = [d for d in needed if d not in have]
         if missing:
             pytest.skip("station lacks " + "; ".join(f"{d} ({DEVICES[d]})" for d in missing))
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
+        """What the reader's screen cannot tell (drivers.screen_reader.NotVisible) skips, saying what."""
+        outcome = yield
+        report = outcome.get_result()
+        if call.excinfo is not None and report.failed and call.excinfo.typename == "NotVisible":
+            report.outcome = "skipped"
+            report.longrepr = (str(item.path), item.location[1] or 0,
+                               f"Skipped: not visible to a black-box run: {call.excinfo.value}")
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.failed and "health" in report.keywords:

@@ -1,0 +1,473 @@
+"""``ScreenReader``: a reader under test driven only through its screen and touch panel (issue 13).
+
+The ``screen`` adapter of the ``facehil.reader_adapters`` group. It watches the panel through a
+camera (drivers/screen.py), presses buttons by tapping their labels, and derives events from
+screen transitions, stamped with the capture time of the first frame that showed the new screen.
+Staff actions go to the station file's separate ``[staff]`` interface (for the reference reader:
+its control port's STAFF commands); nothing else uses a control port.
+
+What a screen cannot tell (match scores, internal events, firmware state, a PIN keypad the panel
+does not draw) raises :class:`NotVisible`; harness/plugin.py turns it into a skip naming it.
+
+Station file (hardware.md 11):
+
+    [dut]
+    adapter = "screen"
+    url = "http://127.0.0.1:PORT/stream.mjpg"   # what the camera sees (any OpenCV source)
+    [screen]
+    map = "reference"                 # harness/screens/<name>.toml, or a path
+    finger = "touch:socket://HOST:PORT"   # or "rig" (the rig's finger, fitted from taps)
+    marker_side_mm = ...              # the bezel (drivers.screen.Bezel); absent: the source
+                                      # already shows panel pixels (the panel's own video out)
+    [staff]
+    adapter = "reference"
+    url = "socket://HOST:PORT"
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import tomllib
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from drivers.reader import (
+    MAX_CHUNK_BYTES,
+    FirmwareInfo,
+    ReaderError,
+    ReaderEvent,
+    ReaderTimeout,
+    ScreenState,
+    UpdateStatus,
+)
+from drivers.screen import (
+    Bezel,
+    Calibration,
+    FrameGrabber,
+    ScreenError,
+    ScreenMap,
+    ScreenRecognizer,
+    Shown,
+    StableScreen,
+    calibrate_bezel,
+)
+
+log = logging.getLogger(__name__)
+
+MAPS_DIR = Path(__file__).resolve().parent.parent / "harness" / "screens"
+TAP_HOLD_MS = 120
+PRESS_SETTLE_S = 3.0  # a button must be read on a stable screen before it is tapped
+CALIBRATION_FRAMES = 5
+
+
+class NotVisible(ReaderError):
+    """The screen cannot tell this (it needs the reader's control port or internal data)."""
+
+
+def map_path(name: str) -> Path:
+    p = Path(name)
+    if p.suffix == ".toml" or p.exists():
+        return p
+    return MAPS_DIR / f"{name}.toml"
+
+
+class EventRule:
+    """One ``[[events]]`` entry of a screen map: a transition (and maybe a press) -> an event."""
+
+    def __init__(self, table: dict[str, Any]):
+        self.kind = str(table["kind"])
+        self.src = list(table.get("from", []))
+        self.dst = list(table.get("to", []))
+        self.pressed = list(table.get("pressed", []))
+        self.message_contains = table.get("message_contains")
+        self.fields = {str(k): str(v) for k, v in table.get("fields", {}).items()}
+
+    @staticmethod
+    def _match(patterns: list[str], value: str | None) -> bool:
+        pos = [p for p in patterns if not p.startswith("!")]
+        neg = [p[1:] for p in patterns if p.startswith("!")]
+        if value is None:
+            return not pos and not patterns
+        return (not pos or value in pos) and value not in neg
+
+    def fire(self, prev: str | None, new: Shown, button: str | None, last: dict[str, ReaderEvent]) -> dict | None:
+        if self.src and not self._match(self.src, prev):
+            return None
+        if not self._match(self.dst, new.screen):
+            return None
+        if self.pressed and button not in self.pressed:
+            return None
+        if self.message_contains and self.message_contains not in new.verdict.message:
+            return None
+
+        def sub(m: re.Match) -> str:
+            key = m.group(1)
+            if key == "button":
+                return button or ""
+            parts = key.split(".")
+            if len(parts) == 3 and parts[0] == "last" and parts[1] in last:
+                return last[parts[1]].get(parts[2]) or ""
+            return ""
+
+        return {k: re.sub(r"\{([^}]+)\}", sub, v) for k, v in self.fields.items()}
+
+
+def load_rules(path: Path) -> list[EventRule]:
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    try:
+        return [EventRule(t) for t in data.get("events", [])]
+    except (KeyError, TypeError) as exc:
+        raise ScreenError(f"screen map {path}: an [[events]] entry is malformed ({exc!r})") from None
+
+
+class TouchGlass:
+    """A finger at panel pixels: the reference reader's touch port (``TOUCH x y hold_ms``)."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._port: Any = None
+        self._seq = 0
+
+    def open(self) -> None:
+        import serial
+
+        from drivers.station_auth import authenticate
+
+        self._port = serial.serial_for_url(self.url, timeout=0.1)
+        authenticate(self._port, self.url)
+
+    def tap_px(self, x_px: float, y_px: float, hold_ms: int = TAP_HOLD_MS) -> None:
+        self._seq = self._seq % 65535 + 1
+        self._port.write(f"{self._seq} TOUCH {x_px:.1f} {y_px:.1f} {hold_ms}\n".encode())
+        deadline = time.monotonic() + 5.0 + hold_ms / 1000
+        buf = b""
+        while time.monotonic() < deadline:
+            buf += self._port.read(256)
+            for line in buf.split(b"\n")[:-1]:
+                tokens = line.decode("ascii", "replace").split()
+                if len(tokens) >= 2 and tokens[1] == str(self._seq):
+                    if tokens[0] == "ACK":
+                        return
+                    raise ReaderError(f"touch port {self.url} refused the tap: {line.decode(errors='replace')}")
+        raise ReaderTimeout(f"touch port {self.url} did not answer a tap within 5 s")
+
+    def close(self) -> None:
+        if self._port is not None:
+            self._port.close()
+            self._port = None
+
+
+class ScreenReader:
+    """:class:`drivers.reader.ReaderUnderTest` through a camera on the screen and a finger on the glass."""
+
+    black_box = True
+    # what a screen cannot tell, and why: a wait for these event kinds raises NotVisible
+    INVISIBLE_EVENTS = {
+        "face": "face-match scores are internal to the reader",
+        "boot": "boots are internal events",
+        "error": "error codes are internal events (the screen shows only the message)",
+        "pin": "PIN results need a PIN keypad the panel does not draw",
+        "registration": "registration results are internal events",
+        "staff_view": "what staff see is on the eligibility terminal, not the panel",
+        "mode": "the face/visual mode is the staff terminal's",
+        "alarm": "alarms are internal events",
+    }
+
+    def __init__(self, url: str, *, screen_map: str = "reference", finger: str | None = None,
+                 bezel: dict[str, Any] | None = None, staff: dict[str, Any] | None = None,
+                 features: tuple[str, ...] = (), stable_frames: int = 2, recognizer: ScreenRecognizer | None = None):
+        self.url = url
+        self.map_file = map_path(screen_map)
+        self.map = ScreenMap.load(self.map_file)
+        self.rules = load_rules(self.map_file)
+        self.finger_spec = finger
+        self.bezel = Bezel.from_table(bezel) if bezel else None
+        self.staff_spec = staff or {}
+        self.features = frozenset(features)
+        self.stable_frames = stable_frames
+        self._recognizer = recognizer
+        self.grabber: FrameGrabber | None = None
+        self.calibration: Calibration | None = None
+        self.finger: TouchGlass | None = None
+        self.staff: Any = None
+        self._stable: StableScreen | None = None
+        self._cond = threading.Condition()
+        self._history: deque[ReaderEvent] = deque(maxlen=10_000)
+        self._cursor = 0
+        self._base = 0
+        self._seq = 0
+        self._shown: Shown | None = None
+        self._last: dict[str, ReaderEvent] = {}
+        self._pressed: tuple[str, str] | None = None  # (screen, button) of the last tap
+        self._t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.frame_errors = 0
+
+    @classmethod
+    def from_station(cls, station) -> "ScreenReader":
+        screen = dict(station.extra.get("screen") or {})
+        staff = station.extra.get("staff")
+        return cls(station.dut.url, screen_map=str(screen.pop("map", "reference")), finger=screen.pop("finger", None),
+                   bezel=screen if "marker_side_mm" in screen else None, staff=staff,
+                   features=station.dut.expect_features,
+                   stable_frames=int(screen.get("stable_frames", 2)))
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def open(self) -> None:
+        if self._thread is not None:
+            return
+        if self._recognizer is None:
+            self._recognizer = ScreenRecognizer(self.map)
+        self._stable = StableScreen(self._recognizer, frames=self.stable_frames)
+        self.grabber = FrameGrabber(self.url).open()
+        self.calibrate()
+        if self.finger_spec:
+            if not str(self.finger_spec).startswith("touch:"):
+                raise ScreenError(f"[screen] finger {self.finger_spec!r}: only touch:<url> is implemented")
+            self.finger = TouchGlass(str(self.finger_spec)[len("touch:"):])
+            self.finger.open()
+        if self.staff_spec.get("url"):
+            from drivers.reader import open_reader
+
+            self.staff = open_reader(self.staff_spec["url"], self.staff_spec.get("adapter", "reference"))
+        self._t0 = time.monotonic()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._watch, name=f"screen-watch {self.url}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 15.0
+        with self._cond:
+            while self._shown is None:
+                if time.monotonic() > deadline:
+                    raise ScreenError(f"no screen recognised on {self.url} within 15 s")
+                self._cond.wait(0.2)
+
+    def calibrate(self) -> Calibration:
+        """Every session: the bezel's markers give camera -> panel (or identity for panel video)."""
+        assert self.grabber is not None
+        if self.bezel is None:
+            _, _, frame = self.grabber.latest()
+            self.calibration = Calibration.identity((frame.shape[1], frame.shape[0]))
+            return self.calibration
+        last: Exception | None = None
+        no = 0
+        for _ in range(CALIBRATION_FRAMES):  # a glare may hide a marker on one frame
+            no, _, frame = self.grabber.wait_frame(no)
+            try:
+                self.calibration = calibrate_bezel(frame, self.bezel)
+                log.info("screen calibration: reprojection %.2f px", self.calibration.reprojection_px)
+                return self.calibration
+            except ScreenError as exc:
+                last = exc
+        raise last  # type: ignore[misc]
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=3.0)
+            self._thread = None
+        for part in (self.grabber, self.finger, self.staff):
+            if part is not None:
+                try:
+                    part.close()
+                except Exception as exc:  # closing must not mask the caller's own error
+                    log.debug("closing %r: %s", part, exc)
+        self.grabber = self.finger = self.staff = None
+
+    def __enter__(self) -> "ScreenReader":
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- watching -----------------------------------------------------------------------------
+    def _watch(self) -> None:
+        no = 0
+        while not self._stop.is_set():
+            try:
+                no, t_s, frame = self.grabber.wait_frame(no, timeout_s=1.0)
+                shown = self._stable.feed(no, t_s, self.calibration.rectify(frame))
+            except ScreenError:
+                self.frame_errors += 1
+                continue
+            if shown is not None:
+                self._on_shown(shown)
+
+    def _on_shown(self, shown: Shown) -> None:
+        with self._cond:
+            prev = self._shown.screen if self._shown is not None else None
+            button = self._pressed[1] if self._pressed and self._pressed[0] == prev else None
+            if prev != shown.screen:
+                self._pressed = None
+            derived = []
+            for rule in self.rules:
+                if prev == shown.screen and rule.kind != "remind":
+                    continue  # a message change on the same screen is no transition
+                fields = rule.fire(prev, shown, button, self._last)
+                if fields is not None:
+                    derived.append((rule.kind, fields))
+            # the transition's events first (e.g. card inserted), then the screen, then the reminder
+            for kind, fields in derived:
+                if kind != "remind":
+                    self._append(kind, fields, shown.since_s)
+            spec = self.map.screens.get(shown.screen)
+            self._append("screen", {"id": shown.screen, "msg": shown.verdict.message,
+                                    "buttons": ",".join(spec.buttons) if spec else ""}, shown.since_s)
+            for kind, fields in derived:
+                if kind == "remind":
+                    self._append(kind, fields, shown.since_s)
+            self._shown = shown
+            self._cond.notify_all()
+
+    def _append(self, kind: str, fields: dict[str, str], at_s: float) -> None:
+        self._seq += 1
+        ev = ReaderEvent(seq=self._seq, kind=kind, reader_ms=int((at_s - self._t0) * 1000),
+                         host_monotonic_s=at_s, fields=dict(fields))
+        if len(self._history) == self._history.maxlen:
+            self._base += 1
+            self._cursor = max(self._cursor, self._base)
+        self._history.append(ev)
+        self._last[kind] = ev
+
+    # -- queries ------------------------------------------------------------------------------
+    def info(self) -> FirmwareInfo:
+        return FirmwareInfo(version="unknown (black box)", features=self.features, slot="", vendor="",
+                            model=self.map.model, protocol=0, fields={"adapter": "screen"})
+
+    def screen(self) -> ScreenState:
+        with self._cond:
+            shown = self._shown
+        if shown is None:
+            raise ReaderError(f"no screen recognised on {self.url}")
+        spec = self.map.screens.get(shown.screen)
+        mode = "face"
+        if self.staff is not None:
+            try:  # the face/visual mode is staff state: the staff terminal knows it
+                mode = self.staff.screen().mode or "face"
+            except ReaderError as exc:
+                log.debug("staff mode query failed: %s", exc)
+        return ScreenState(id=shown.screen, buttons=tuple(spec.buttons) if spec else (),
+                           message=shown.verdict.message, mode=mode,
+                           fields={"screen": shown.screen, "since_s": f"{shown.since_s:.3f}"})
+
+    # -- events -------------------------------------------------------------------------------
+    def next_event(self, timeout_s: float) -> ReaderEvent:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._cursor >= self._base + len(self._history):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ReaderTimeout(f"no event seen on the screen {self.url} within {timeout_s:.1f} s")
+                self._cond.wait(left)
+            ev = self._history[self._cursor - self._base]
+            self._cursor += 1
+            return ev
+
+    def events(self, timeout_s: float) -> Iterator[ReaderEvent]:
+        while True:
+            try:
+                yield self.next_event(timeout_s)
+            except ReaderTimeout:
+                return
+
+    def wait_for_event(self, kind: str, timeout_s: float, /, **fields: str) -> ReaderEvent:
+        if kind in self.INVISIBLE_EVENTS:
+            raise NotVisible(f"a {kind!r} event is invisible to a black-box reader: {self.INVISIBLE_EVENTS[kind]}")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                want = " ".join(f"{k}={v}" for k, v in fields.items())
+                raise ReaderTimeout(f"no {kind} event {want} seen on the screen within {timeout_s:.1f} s "
+                                    f"(last screen: {self._shown.screen if self._shown else '?'})")
+            try:
+                ev = self.next_event(left)
+            except ReaderTimeout:
+                continue
+            if ev.matches(kind, **fields):
+                return ev
+
+    def wait_for_screen(self, screen_id: str, timeout_s: float) -> ScreenState:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._shown is None or self._shown.screen != screen_id:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ReaderTimeout(f"the screen did not show {screen_id!r} within {timeout_s:.1f} s "
+                                        f"(shows {self._shown.screen if self._shown else '?'})")
+                self._cond.wait(left)
+        return self.screen()
+
+    def history(self) -> list[ReaderEvent]:
+        with self._cond:
+            return list(self._history)
+
+    def clear_events(self) -> None:
+        with self._cond:
+            self._base += len(self._history)
+            self._history.clear()
+            self._cursor = self._base
+
+    # -- patient actions ----------------------------------------------------------------------
+    def press(self, button_id: str) -> None:
+        """Find the button by reading its label on the stable screen, and tap its centre."""
+        if self.finger is None:
+            raise NotVisible("no finger on this station ([screen] finger): the screen adapter cannot press")
+        deadline = time.monotonic() + PRESS_SETTLE_S
+        while True:
+            with self._cond:
+                shown = self._shown
+            box = shown.verdict.buttons.get(button_id) if shown else None
+            if box is not None:
+                break
+            if time.monotonic() > deadline:
+                offered = ", ".join(shown.verdict.buttons) if shown else "nothing"
+                raise ReaderError(f"button {button_id!r} is not on the screen ({shown.screen if shown else '?'} "
+                                  f"offers {offered})")
+            time.sleep(0.05)
+        x, y, w, h = box
+        with self._cond:
+            self._pressed = (shown.screen, button_id)
+        self.finger.tap_px(x + w / 2, y + h / 2)
+
+    def enter_pin(self, digits: str) -> None:
+        raise NotVisible("PIN entry needs a PIN keypad the reference panel does not draw")
+
+    # -- staff actions: the separate [staff] interface ----------------------------------------
+    def _staff(self):
+        if self.staff is None:
+            raise NotVisible("staff actions need the station's [staff] interface (none configured)")
+        return self.staff
+
+    def staff_visual_mode(self) -> None:
+        self._staff().staff_visual_mode()
+
+    def staff_confirm(self) -> None:
+        self._staff().staff_confirm()
+
+    def staff_reject(self) -> None:
+        self._staff().staff_reject()
+
+    def staff_face_mode(self) -> None:
+        self._staff().staff_face_mode()
+
+    # -- firmware: not through a screen -------------------------------------------------------
+    def firmware_upload(self, image: bytes, signature: bytes, *, chunk_size: int = MAX_CHUNK_BYTES,
+                        allow_downgrade: bool = False,
+                        progress: Callable[[int, int], None] | None = None) -> str:
+        raise NotVisible("firmware updates need the reader's control port")
+
+    def firmware_commit(self) -> None:
+        raise NotVisible("firmware updates need the reader's control port")
+
+    def reboot(self, wait: bool = True, timeout_s: float = 10.0) -> None:
+        raise NotVisible("a reboot command needs the reader's control port")
+
+    def firmware_status(self) -> UpdateStatus:
+        raise NotVisible("firmware status needs the reader's control port")
