@@ -347,15 +347,23 @@ def require_face_data_for(station, condition: str) -> None:
 TAKE_CARD_REMINDER = "忘れずに、顔認証付きカードリーダーからマイナンバーカードを取り出してください"
 
 
+ENDING_SCREENS = ("done", "error", "pin_locked")
+
+
 def reminded_to_take_card(v: "Visit") -> bool:
-    """The reader reminded the patient to take the card (N16): a ``remind what=take_card`` event, or
-    the notice's reminder on the screen (for adapters that only map screens). Ask before the card is taken."""
-    now = v.dut.screen().message  # answered after every event the reader sent before it
+    """The reader reminded the patient to take the card (N16) WITH the ending: a ``remind
+    what=take_card`` event after the ending screen came up, or the notice's reminder on that screen
+    (for adapters that only map screens). Ask before the card is taken."""
+    now = v.dut.screen()  # answered after every event the reader sent before it
     events = v.events()
-    if any(e.kind == "remind" and e.get("what") == "take_card" for e in events):
+    endings = [i for i, e in enumerate(events) if e.kind == "screen" and e.get("id") in ENDING_SCREENS]
+    if not endings or now.id not in ENDING_SCREENS:
+        return False  # the visit has not ended: nothing to remind of yet
+    ending = events[endings[-1]]
+    after = events[endings[-1]:]
+    if any(e.kind == "remind" and e.get("what") == "take_card" for e in after):
         return True
-    return TAKE_CARD_REMINDER in now or any(
-        e.kind == "screen" and TAKE_CARD_REMINDER in (e.get("msg") or "") for e in events[-3:])
+    return TAKE_CARD_REMINDER in (ending.get("msg") or "") or TAKE_CARD_REMINDER in now.message
 
 
 def tells_to_use_face_auth(*texts: str | None) -> bool:
