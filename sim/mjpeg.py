@@ -181,7 +181,8 @@ class MjpegServer(ThreadingHTTPServer):
         return f"http://{self.host}:{self.port}/stream.mjpg"
 
     def start(self) -> "MjpegServer":
-        for target, name in ((self.clock.run, "mjpeg-clock"), (self.serve_forever, "mjpeg-http")):
+        serve = lambda: self.serve_forever(poll_interval=0.1)  # noqa: E731 - a prompt stop()
+        for target, name in ((self.clock.run, "mjpeg-clock"), (serve, "mjpeg-http")):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._workers.append(t)
