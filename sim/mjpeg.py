@@ -4,8 +4,9 @@ opens), ``GET /snapshot.jpg`` and ``GET /state`` (JSON).
 
 The source is a callable returning ``(frame_bgr, meta)``; it is called once per tick, only while
 a stream client is connected. Each part of the stream carries ``X-Frame: <n>`` and
-``X-Monotonic-S: <time.monotonic() when the frame was produced>`` headers (same clock for every
-process on the host); ``/state`` lists the recent ``(frame, monotonic_s)`` pairs and the
+``X-Monotonic-S: <time.monotonic() when the frame's scene was taken>`` headers (same clock for
+every process on the host; a source may give that time as ``meta["t_monotonic_s"]``, like a
+camera's exposure timestamp, else it is when the frame was made); ``/state`` lists the recent ``(frame, monotonic_s)`` pairs and the
 source's ``meta`` of the newest frame, for hosts whose capture library hides part headers.
 """
 
@@ -62,7 +63,8 @@ class FrameClock:
             if not ok:
                 log.error("JPEG encoding failed")
                 return
-            now = time.monotonic()
+            # the frame's time: when the source saw the scene (its "exposure"), else now
+            now = float(meta.pop("t_monotonic_s", None) or time.monotonic())
             with self._cond:
                 self.counter += 1
                 self.jpeg, self.meta, self.produced_s = buf.tobytes(), dict(meta), now

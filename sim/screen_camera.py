@@ -216,10 +216,11 @@ class PanelFeed:
 
 def frame_source(camera: ScreenCamera, feed: PanelFeed):
     def source() -> tuple[np.ndarray, dict[str, Any]]:
+        exposure_s = time.monotonic()  # the panel as it is now is what this frame shows
         panel, meta = feed.grab()
         touch = meta.get("touch")
         frame = camera.view(camera.compose(panel, tuple(touch) if touch else None))
-        return frame, {"panel_screen": meta.get("screen", "off"),
+        return frame, {"panel_screen": meta.get("screen", "off"), "t_monotonic_s": exposure_s,
                        "panel_since_monotonic_s": meta.get("since_monotonic_s")}
     return source
 

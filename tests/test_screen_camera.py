@@ -5,6 +5,7 @@ effect strengths, placed where the fixture geometry says, the panel readable thr
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import cv2
 import numpy as np
@@ -61,6 +62,16 @@ def test_stream_opens_and_markers_and_panel_are_seen(tmp_path):
                     found += 1
                     sims.append(similarity(panel_through(frame, centres), render_panel(shown)))
             cap.release()
+            # each part says when its scene was taken, on the host's monotonic clock
+            with urllib.request.urlopen(cam.ready["url"], timeout=WAIT_S) as stream:
+                head = b""
+                while b"\r\n\r\n" not in head.split(b"--facehilframe", 1)[-1]:
+                    head += stream.read1(4096)
+                arrived_s = time.monotonic()
+            part = head.split(b"--facehilframe", 1)[1].split(b"\r\n\r\n", 1)[0].decode()
+            fields = dict(line.split(": ", 1) for line in part.strip().splitlines() if ": " in line)
+            assert int(fields["X-Frame"]) > 0
+            assert arrived_s - 2.0 < float(fields["X-Monotonic-S"]) <= arrived_s
         finally:
             cam.stop()
     assert found >= 7, f"all four markers in {found} of 8 frames"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import glob
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -243,8 +244,7 @@ class PanelSource:
         self._black = np.zeros((PANEL_H_PX, PANEL_W_PX, 3), np.uint8)
 
     def __call__(self) -> tuple[np.ndarray, dict[str, Any]]:
-        import time
-
+        t_s = time.monotonic()
         state = self._screen_fields() or {}
         key = (state.get("screen"), state.get("msg"), state.get("buttons"), state.get("labels"),
                self._panel_fields().get("pin_entered"))
@@ -252,5 +252,5 @@ class PanelSource:
             self._key, self._since_s = key, time.monotonic()
         frame = _render_state({**state, **self._panel_fields()}) if state.get("screen") else self._black
         touch = self._touch_point()
-        return frame, {"screen": state.get("screen") or "off", "since_monotonic_s": self._since_s,
+        return frame, {"screen": state.get("screen") or "off", "since_monotonic_s": self._since_s, "t_monotonic_s": t_s,
                        "touch": list(touch) if touch else None}
