@@ -278,14 +278,14 @@ def fit_finger(taps_mm: list[tuple[float, float]], seen_px: list[tuple[float, fl
 
 
 def locate_touch(before: np.ndarray, during: np.ndarray, *, min_area_px: int = 12) -> tuple[float, float] | None:
-    """Where a finger touches the panel: the tip of what changed between two rectified frames.
-
-    The stylus comes in from above the glass, so the tip is the lowest point of the change
-    (largest y) ... refined as the centroid of the changed pixels in its bottom few rows."""
-    diff = cv2.absdiff(cv2.cvtColor(before, cv2.COLOR_BGR2GRAY), cv2.cvtColor(during, cv2.COLOR_BGR2GRAY))
-    diff = cv2.GaussianBlur(diff, (5, 5), 0)
-    _, mask = cv2.threshold(diff, 40, 255, cv2.THRESH_BINARY)
-    n, labels, stats, centroids = cv2.connectedComponentsWithStats(mask)
+    """Where a stylus rests on the panel: the largest new dark blob between two rectified frames
+    (a stylus tip is dark rubber; its shadow is lighter and is left out), its centroid."""
+    g0 = cv2.cvtColor(before, cv2.COLOR_BGR2GRAY) if before.ndim == 3 else before
+    g1 = cv2.cvtColor(during, cv2.COLOR_BGR2GRAY) if during.ndim == 3 else during
+    diff = cv2.absdiff(g0, g1)
+    mask = ((diff > 60) & (g1 < 60)).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    n, _, stats, centroids = cv2.connectedComponentsWithStats(mask)
     if n <= 1:
         return None
     big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
@@ -304,6 +304,7 @@ class ScreenSpec:
     phrases: tuple[str, ...]  # any one of them read means "this screen may be shown"
     buttons: dict[str, str]  # button id -> label, in display order
     also: tuple[str, ...] = ()  # phrases the screen may show besides (reported in its message)
+    keypad: dict[str, str] = field(default_factory=dict)  # panel-local keys (a PIN pad): located, not scored
 
 
 @dataclass
@@ -331,7 +332,8 @@ class ScreenMap:
             if not t.get("phrases"):
                 raise ScreenError(f"screen map {path}: [screens.{sid}] has no key phrases")
             screens[sid] = ScreenSpec(sid, tuple(map(str, t["phrases"])), {str(k): str(v) for k, v in buttons.items()},
-                                      tuple(map(str, t.get("also", []))))
+                                      tuple(map(str, t.get("also", []))),
+                                      {str(k): str(v) for k, v in (t.get("keypad") or {}).items()})
         if not screens:
             raise ScreenError(f"screen map {path} defines no [screens.<id>]")
         ref = data.get("reference_frames")
@@ -342,7 +344,7 @@ class ScreenMap:
         """Every button label -> the screens that show it."""
         out: dict[str, set[str]] = {}
         for s in self.screens.values():
-            for label in s.buttons.values():
+            for label in [*s.buttons.values(), *s.keypad.values()]:
                 out.setdefault(label, set()).add(s.id)
         return out
 
@@ -462,7 +464,8 @@ class JapaneseOcr:
 
         gray = cv2.cvtColor(panel_bgr, cv2.COLOR_BGR2GRAY) if panel_bgr.ndim == 3 else panel_bgr
         h_px, w_px = gray.shape
-        mask = (cv2.medianBlur(gray, 15) < 170).astype(np.uint8)  # filled, darker than the page
+        page = float(np.percentile(gray, 75))  # the page is most of the panel
+        mask = (cv2.medianBlur(gray, 15) < page - 16).astype(np.uint8)  # filled, darker than the page
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask)
         out: list[OcrLine] = []
@@ -471,7 +474,9 @@ class JapaneseOcr:
                 continue  # not a button: too thin, too tall, hollow, or a full-width band
             crop = gray[y + 4:y + h - 4, x + 6:x + w - 6]
             crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            crop = np.clip((255 - crop.astype(np.int32) - 60) * 255 // 140, 0, 255).astype(np.uint8)
+            if float(crop.mean()) < 150:  # light text on a dark button: make it dark on light
+                crop = 255 - crop
+            crop = np.clip((crop.astype(np.int32) - 60) * 255 // 140, 0, 255).astype(np.uint8)
             with self._lock:
                 self._line_api.SetImage(Image.fromarray(crop))
                 text = (self._line_api.GetUTF8Text() or "").strip()
@@ -582,12 +587,14 @@ class ScreenRecognizer:
         kept = [h for h in hits if not any(o is not h and o[4] - o[3] > h[4] - h[3] and o[3] <= h[3] + 1
                                            and h[4] <= o[4] + 1 and o[0] != h[0] and o[2] >= h[2] for o in hits)]
         labels_seen = self._labels_seen(lines if button_lines is None else button_lines)
+        keys = {label for spec in self.map.screens.values() for label in spec.keypad.values()}
+        scored_labels = set(labels_seen) - keys  # a keypad is located, not evidence for a screen
         scores: dict[str, float] = {}
         for spec in self.map.screens.values():
             phrase = max((h[2] for h in kept if h[0] == spec.id), default=0.0)
             want = set(spec.buttons.values())
-            union = want | set(labels_seen)
-            buttons = len(want & set(labels_seen)) / len(union) if union else 1.0
+            union = want | scored_labels
+            buttons = len(want & scored_labels) / len(union) if union else 1.0
             scores[spec.id] = 0.7 * phrase + 0.3 * buttons
         ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
         (best, best_s), (second, second_s) = ranked[0], ranked[1] if len(ranked) > 1 else (None, 0.0)
@@ -598,7 +605,7 @@ class ScreenRecognizer:
                             if h[0] == best or h[1] in spec.also)
         message = "\n".join(dict.fromkeys([message] + [a for a in spec.also if partial_similarity(
             normalise(a), text)[0] >= PHRASE_MIN_SIMILARITY]))
-        boxes = {bid: labels_seen[label] for bid, label in spec.buttons.items() if label in labels_seen}
+        boxes = {bid: labels_seen[label] for bid, label in {**spec.buttons, **spec.keypad}.items() if label in labels_seen}
         if best_s < FOUND_MIN_SCORE:
             state = "unknown"
         elif margin < FOUND_MIN_MARGIN or not (tmpl >= TEMPLATE_MIN_NCC):

@@ -54,7 +54,10 @@ from drivers.screen import (
     ScreenRecognizer,
     Shown,
     StableScreen,
+    FingerMap,
     calibrate_bezel,
+    fit_finger,
+    locate_touch,
 )
 
 log = logging.getLogger(__name__)
@@ -162,6 +165,56 @@ class TouchGlass:
             self._port = None
 
 
+class FittedFinger:
+    """A finger in fixture millimetres (the rig's Grbl finger) driven at panel pixels through a
+    mapping fitted from taps seen through the camera: no help from the device."""
+
+    # where to tap while fitting: the message area of a 7-inch fixture (mm from marker 0), away
+    # from the bottom row where readers put their buttons (a tap there would press one)
+    FIT_POINTS_MM = ((45.0, 35.0), (150.0, 35.0), (150.0, 70.0), (45.0, 70.0), (97.0, 52.0))
+    FIT_HOLD_MS = 700
+
+    def __init__(self, url: str):
+        from drivers.finger_grbl import GrblFinger
+
+        self.url = url
+        self.finger = GrblFinger(url)
+        self.map: FingerMap | None = None
+
+    def open(self) -> None:
+        self.finger.open()
+
+    def fit(self, grabber: FrameGrabber, calibration: Calibration, points_mm=FIT_POINTS_MM) -> FingerMap:
+        """Tap each point, find the stylus tip in the rectified view while it rests, fit mm -> px."""
+        seen_mm, seen_px = [], []
+        for x_mm, y_mm in points_mm:
+            no, _, before = grabber.latest()
+            before = calibration.rectify(before)
+            worker = threading.Thread(target=self.finger.tap, args=(x_mm, y_mm, self.FIT_HOLD_MS), daemon=True)
+            worker.start()
+            best = None
+            while worker.is_alive():
+                no, _, frame = grabber.wait_frame(no, timeout_s=5.0)
+                at = locate_touch(before, calibration.rectify(frame))
+                if at is not None:
+                    best = at
+            worker.join()
+            if best is not None:
+                seen_mm.append((x_mm, y_mm))
+                seen_px.append(best)
+        self.map = fit_finger(seen_mm, seen_px)
+        log.info("finger fitted from %d taps: residual %.2f px", self.map.taps, self.map.residual_px)
+        return self.map
+
+    def tap_px(self, x_px: float, y_px: float, hold_ms: int = TAP_HOLD_MS) -> None:
+        if self.map is None:
+            raise ScreenError("the finger is not fitted yet")
+        self.finger.tap(*self.map.to_mm(x_px, y_px), hold_ms)
+
+    def close(self) -> None:
+        self.finger.close()
+
+
 class ScreenReader:
     """:class:`drivers.reader.ReaderUnderTest` through a camera on the screen and a finger on the glass."""
 
@@ -171,7 +224,7 @@ class ScreenReader:
         "face": "face-match scores are internal to the reader",
         "boot": "boots are internal events",
         "error": "error codes are internal events (the screen shows only the message)",
-        "pin": "PIN results need a PIN keypad the panel does not draw",
+        "pin": "PIN results (tries left) are internal events; the screen shows only where the reader goes",
         "registration": "registration results are internal events",
         "staff_view": "what staff see is on the eligibility terminal, not the panel",
         "mode": "the face/visual mode is the staff terminal's",
@@ -193,7 +246,7 @@ class ScreenReader:
         self._recognizer = recognizer
         self.grabber: FrameGrabber | None = None
         self.calibration: Calibration | None = None
-        self.finger: TouchGlass | None = None
+        self.finger: TouchGlass | FittedFinger | None = None
         self.staff: Any = None
         self._stable: StableScreen | None = None
         self._cond = threading.Condition()
@@ -204,6 +257,7 @@ class ScreenReader:
         self._shown: Shown | None = None
         self._last: dict[str, ReaderEvent] = {}
         self._pressed: tuple[str, str] | None = None  # (screen, button) of the last tap
+        self._pressed_s = 0.0  # when that tap was done (the finger lifted)
         self._t0 = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -228,10 +282,16 @@ class ScreenReader:
         self.grabber = FrameGrabber(self.url).open()
         self.calibrate()
         if self.finger_spec:
-            if not str(self.finger_spec).startswith("touch:"):
-                raise ScreenError(f"[screen] finger {self.finger_spec!r}: only touch:<url> is implemented")
-            self.finger = TouchGlass(str(self.finger_spec)[len("touch:"):])
-            self.finger.open()
+            kind, _, where = str(self.finger_spec).partition(":")
+            if kind == "touch":
+                self.finger = TouchGlass(where)
+                self.finger.open()
+            elif kind == "grbl":
+                self.finger = FittedFinger(where)
+                self.finger.open()
+                self.finger.fit(self.grabber, self.calibration)
+            else:
+                raise ScreenError(f"[screen] finger {self.finger_spec!r}: use touch:<url> or grbl:<serial url>")
         if self.staff_spec.get("url"):
             from drivers.reader import open_reader
 
@@ -312,9 +372,14 @@ class ScreenReader:
                 fields = rule.fire(prev, shown, button, self._last)
                 if fields is not None:
                     derived.append((rule.kind, fields))
-            # the transition's events first (e.g. card inserted), then the screen, then the reminder
+            # an implied screen first (shown too briefly to see, at the tap that led to it), then the
+            # transition's events (e.g. card inserted), then the screen, then the reminder
             for kind, fields in derived:
-                if kind != "remind":
+                if kind == "screen":
+                    at_s = self._pressed_s if button is not None and self._pressed_s else shown.since_s
+                    self._append(kind, {**fields, "implied": "1"}, at_s)
+            for kind, fields in derived:
+                if kind not in ("remind", "screen"):
                     self._append(kind, fields, shown.since_s)
             spec = self.map.screens.get(shown.screen)
             self._append("screen", {"id": shown.screen, "msg": shown.verdict.message,
@@ -435,9 +500,15 @@ class ScreenReader:
         with self._cond:
             self._pressed = (shown.screen, button_id)
         self.finger.tap_px(x + w / 2, y + h / 2)
+        with self._cond:
+            self._pressed_s = time.monotonic()
 
     def enter_pin(self, digits: str) -> None:
-        raise NotVisible("PIN entry needs a PIN keypad the reference panel does not draw")
+        """Type the PIN on the panel's keypad, key by key (the digits are never logged)."""
+        if not digits.isdigit():
+            raise ReaderError("a PIN is digits only")
+        for d in digits:
+            self.press(f"digit_{d}")
 
     # -- staff actions: the separate [staff] interface ----------------------------------------
     def _staff(self):

@@ -14,6 +14,7 @@ from harness.commands import demo as demo_cmd
 from harness.commands import run as run_cmd
 from harness.commands import fleet as fleet_cmd
 from harness.commands import campaign as campaign_cmd
+from harness.commands import screens as screens_cmd
 
 app = typer.Typer(help="facehil: hardware-in-the-loop tests for face-authentication card readers.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -26,6 +27,7 @@ app.add_typer(demo_cmd.app, name="demo", help="Run the nightly suite on the simu
 app.add_typer(fleet_cmd.app, name="fleet", help="Run suites across many rigs (Celery + Redis) and show their status.")
 app.add_typer(campaign_cmd.app, name="campaign",
               help="Reader accuracy and attack campaigns: run, plan, compare, report.")
+app.add_typer(screens_cmd.app, name="screens", help="Onboard a reader model through its screen (learn a screen map).")
 app.add_typer(fleet_cmd.worker_app, name="worker", help="Serve one rig's fleet queue (run on each rig host).")
 
 
