@@ -16,7 +16,6 @@ Goals are reported, not asserted (benches/conftest.py).
 
 from __future__ import annotations
 
-import math
 import statistics
 import sys
 import time
@@ -51,10 +50,7 @@ def test_tap_to_screen_change(tmp_path, goals):
                 state = dut.wait_for_screen("method_select", WAIT_S).fields
                 x, y, w, h = button_rects(state)["end"]
                 # aim with the (here known) mounting error: the host fits it, the bench need not
-                px, py = FIXTURE.panel_px_to_mm(x + w / 2, y + h / 2)
-                a = math.radians(m.rotation_deg)
-                px, py = px - m.dx_mm, py - m.dy_mm
-                cx, cy = px * math.cos(a) + py * math.sin(a), -px * math.sin(a) + py * math.cos(a)
+                cx, cy = m.command_for(*FIXTURE.panel_px_to_mm(x + w / 2, y + h / 2))
                 dut.clear_events()
                 t0 = time.monotonic()
                 tap = ctl.tap(cx, cy, hold_ms=50)

@@ -56,6 +56,13 @@ class Mounting:
             raise ValueError("finger mounting error must be within 5 degrees and 10 mm")
         return cls(rot, dx, dy)
 
+    def command_for(self, x_mm: float, y_mm: float) -> tuple[float, float]:
+        """The commanded point whose stylus lands at fixture (x, y): the inverse of ``contact_mm``
+        (for tests and benches that know the hidden error; a host fits it instead)."""
+        a = math.radians(self.rotation_deg)
+        x, y = x_mm - self.dx_mm, y_mm - self.dy_mm
+        return x * math.cos(a) + y * math.sin(a), -x * math.sin(a) + y * math.cos(a)
+
     def contact_mm(self, x_mm: float, y_mm: float) -> tuple[float, float]:
         a = math.radians(self.rotation_deg)
         return (x_mm * math.cos(a) - y_mm * math.sin(a) + self.dx_mm,

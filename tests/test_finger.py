@@ -24,12 +24,9 @@ MOUNTING = Mounting(rotation_deg=0.8, dx_mm=1.1, dy_mm=-0.7)  # what the host do
 
 
 def command_for(px: float, py: float) -> tuple[float, float]:
-    """Fixture mm to command so that the stylus lands on panel pixel (px, py): the inverse of the
-    mounting error (the test knows it; a host fits it)."""
-    x, y = FIXTURE.panel_px_to_mm(px, py)
-    a = math.radians(MOUNTING.rotation_deg)
-    x, y = x - MOUNTING.dx_mm, y - MOUNTING.dy_mm
-    return x * math.cos(a) + y * math.sin(a), -x * math.sin(a) + y * math.cos(a)
+    """Fixture mm to command so that the stylus lands on panel pixel (px, py) (the test knows the
+    mounting error; a host fits it)."""
+    return MOUNTING.command_for(*FIXTURE.panel_px_to_mm(px, py))
 
 
 @pytest.fixture
