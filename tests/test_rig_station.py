@@ -59,6 +59,58 @@ def test_sim_up_runs_rig_and_camera_and_they_drive_the_station(station):
         assert CardControl.from_address(slots[target].control, token).status()["inserted"] == "0"
 
 
+def test_the_rig_sees_and_touches_the_readers_screen(station):
+    """Issue 13: `sim up` gives the reader a face: the screen camera shows the bezel markers, and
+    the rig's finger (TAP, through its hidden mounting error) presses a button the reader acts on.
+    Before the power relay test: a power cycle during the reader's first boot can leave it dark
+    (sim/reader/hw.py CardWatch restarts its threads)."""
+    import json
+    import time
+    import urllib.request
+
+    import cv2
+
+    from sim.finger import Mounting
+    from sim.fixture import FIXTURE
+    from sim.reader.display import button_rects
+
+    screen, finger = station.extra["screen"], station.extra["rig"]["finger"]
+    assert finger["protocol"] == "facehil" and finger["grbl"].startswith("serial:")
+    panel = station.dut.extra["panel"].removesuffix("/stream.mjpg")
+
+    def panel_screen() -> str:  # ground truth from the panel (a host under test reads the camera)
+        with urllib.request.urlopen(panel + "/snapshot.jpg", timeout=5) as resp:
+            return json.loads(resp.headers["X-Meta"])["screen"]
+
+    def wait_screen(want: str, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while panel_screen() != want:
+            assert time.monotonic() < deadline, f"the panel never showed {want}"
+            time.sleep(0.1)
+
+    cap = cv2.VideoCapture(screen["camera"])
+    ok, frame = cap.read()
+    cap.release()
+    assert ok and frame.shape == (screen["effects"]["height_px"], screen["effects"]["width_px"], 3)
+    corners, ids, _ = cv2.aruco.ArucoDetector(
+        cv2.aruco.getPredefinedDictionary(cv2.aruco.DICT_4X4_50)).detectMarkers(frame)
+    assert ids is not None and set(screen["marker_ids"]) <= set(ids.ravel().tolist())
+
+    standard = next(c for c in station.cards if c.profile == "standard" and not c.extra.get("disposable"))
+    with RigController(station.rig.url.serial_url) as rig:
+        assert "finger" in rig.info.caps
+        rig.place_card(standard.placer_slot, CardPose.nominal(), 2000)
+        try:
+            wait_screen("method_select")
+            x, y, w, h = button_rects({"screen": "method_select", "buttons": "face,pin,end"})["end"]
+            # aim with the simulated finger's hidden mounting error (a host fits it from taps instead)
+            cmd = Mounting().command_for(*FIXTURE.panel_px_to_mm(x + w / 2, y + h / 2))
+            rig.tap(*cmd, hold_ms=80)
+            wait_screen("done", 10.0)
+        finally:
+            rig.remove_card(2000)
+
+
 def _supply_status(address: str) -> dict[str, str]:
     host, _, port = address.strip().rpartition(":")
     with socket.create_connection((host, int(port)), timeout=5) as s:
@@ -110,52 +162,3 @@ def test_the_rig_and_reader_ptys_are_only_their_owners(station):
         mode = os.stat(path).st_mode
         assert stat.S_ISCHR(mode) and mode & 0o077 == 0, f"{path} mode {oct(mode & 0o777)}"
 
-
-def test_the_rig_sees_and_touches_the_readers_screen(station):
-    """Issue 13: `sim up` gives the reader a face: the screen camera shows the bezel markers, and
-    the rig's finger (TAP, through its hidden mounting error) presses a button the reader acts on."""
-    import json
-    import time
-    import urllib.request
-
-    import cv2
-
-    from sim.finger import Mounting
-    from sim.fixture import FIXTURE
-    from sim.reader.display import button_rects
-
-    screen, finger = station.extra["screen"], station.extra["rig"]["finger"]
-    assert finger["protocol"] == "facehil" and finger["grbl"].startswith("serial:")
-    panel = station.dut.extra["panel"].removesuffix("/stream.mjpg")
-
-    def panel_screen() -> str:  # ground truth from the panel (a host under test reads the camera)
-        with urllib.request.urlopen(panel + "/snapshot.jpg", timeout=5) as resp:
-            return json.loads(resp.headers["X-Meta"])["screen"]
-
-    def wait_screen(want: str, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while panel_screen() != want:
-            assert time.monotonic() < deadline, f"the panel never showed {want}"
-            time.sleep(0.1)
-
-    cap = cv2.VideoCapture(screen["camera"])
-    ok, frame = cap.read()
-    cap.release()
-    assert ok and frame.shape == (screen["effects"]["height_px"], screen["effects"]["width_px"], 3)
-    corners, ids, _ = cv2.aruco.ArucoDetector(
-        cv2.aruco.getPredefinedDictionary(cv2.aruco.DICT_4X4_50)).detectMarkers(frame)
-    assert ids is not None and set(screen["marker_ids"]) <= set(ids.ravel().tolist())
-
-    standard = next(c for c in station.cards if c.profile == "standard" and not c.extra.get("disposable"))
-    with RigController(station.rig.url.serial_url) as rig:
-        assert "finger" in rig.info.caps
-        rig.place_card(standard.placer_slot, CardPose.nominal(), 2000)
-        try:
-            wait_screen("method_select")
-            x, y, w, h = button_rects({"screen": "method_select", "buttons": "face,pin,end"})["end"]
-            # aim with the simulated finger's hidden mounting error (a host fits it from taps instead)
-            cmd = Mounting().command_for(*FIXTURE.panel_px_to_mm(x + w / 2, y + h / 2))
-            rig.tap(*cmd, hold_ms=80)
-            wait_screen("done", 10.0)
-        finally:
-            rig.remove_card(2000)
