@@ -104,12 +104,14 @@ def test_ocr_reads_the_rendered_japanese():
 
 
 # -- through the real ports of a running reader (recorded card and face, real sockets) ------------
+import os  # noqa: E402
 import socket  # noqa: E402
 import time  # noqa: E402
 
 import cv2  # noqa: E402
 
 from panel_reader import panel_reader  # noqa: E402
+from sim.context import TOKEN_ENV  # noqa: E402
 
 
 WAIT_S = 5.0
@@ -129,6 +131,10 @@ class Glass:
         self.sock = socket.create_connection((host, int(port)), timeout=5.0)
         self.file = self.sock.makefile("rb")
         self.seq = 0
+        token = os.environ.get(TOKEN_ENV)  # a port started under a station token wants it first
+        if token:
+            self.sock.sendall(f"AUTH {token}\n".encode())
+            assert self.file.readline() == b"AUTH OK\n"
 
     def send(self, line: str) -> str:
         self.seq += 1
