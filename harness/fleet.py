@@ -27,6 +27,7 @@ from harness.fleet_db import TERMINAL_JOB_STATES, FleetDB, FleetError, Job
 log = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "facehil.fleet.run_job"
+CAMPAIGN_JOB = "campaign"  # the job kind of a campaign shard (`facehil fleet campaign`); others are suites
 QUEUE_PREFIX = "facehil.rig."
 BROKER_ENV = "FACEHIL_BROKER"
 DEFAULT_VISIBILITY_TIMEOUT_S = 1800.0  # longer than a nightly: a live job is rarely re-delivered
@@ -101,12 +102,19 @@ def enqueue(app: Celery, db: FleetDB, suite: str, rigs: list[str], *, keyword: s
             firmware: str | None = None, deadline_s: float = 3600.0) -> Batch:
     """One job per rig, each onto that rig's own queue. A job that cannot be published is
     finished as 'lost' with the reason (reported, never dropped)."""
-    if not rigs:
+    args = {"keyword": keyword, "firmware": firmware}
+    return enqueue_jobs(app, db, suite, [(rig, args) for rig in rigs], deadline_s=deadline_s)
+
+
+def enqueue_jobs(app: Celery, db: FleetDB, suite: str, jobs_args: list[tuple[str, dict]], *,
+                 deadline_s: float = 3600.0) -> Batch:
+    """One job per (rig, args), each onto its rig's queue; ``suite`` is the job kind (a suite
+    name, or CAMPAIGN_JOB with the shard in its args)."""
+    if not jobs_args:
         raise FleetError("no rigs to run on: start `facehil worker` on the rig hosts first, or check --rigs")
     batch = str(uuid.uuid4())
-    args = {"keyword": keyword, "firmware": firmware}
     jobs = []
-    for rig in rigs:
+    for rig, args in jobs_args:
         job_id = str(uuid.uuid4())
         db.add_job(job_id, batch, rig, suite, args, deadline_s)
         jobs.append((rig, job_id))

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import psutil
 
-from harness.fleet import RUN_JOB_TASK, BrokerSettings, make_app, rig_queue
+from harness.fleet import CAMPAIGN_JOB, RUN_JOB_TASK, BrokerSettings, make_app, rig_queue
 from harness.fleet_db import TERMINAL_JOB_STATES, FleetDB, FleetError, worker_identity
 from harness.commands.run import LOST_PREFIX
 from harness.records import DB_ENV, utcnow
@@ -64,7 +64,7 @@ class WorkerConfig:
     lease_ttl_s: float = 60.0
     heartbeat_interval_s: float = 10.0
     health_timeout_s: float = 600.0
-    suite_timeout_s: float = 3 * 3600.0
+    suite_timeout_s: float = 3 * 3600.0  # also a campaign shard's
     max_attempts: int = 3
     log_dir: str = ""
     log_dir_max_bytes: int = DEFAULT_LOG_DIR_MAX_BYTES  # older jobs' logs are deleted beyond this
@@ -77,6 +77,13 @@ class WorkerConfig:
         conf = dict(conf)
         conf["broker"] = BrokerSettings(**conf["broker"])
         return cls(**conf)
+
+
+def campaign_command(run_command: list[str]) -> list[str]:
+    """`facehil campaign run` from the worker's `facehil run` command (a lab's wrapper kept)."""
+    if run_command and run_command[-1] == "run":
+        return [*run_command[:-1], "campaign", "run"]
+    return [*run_command, "campaign", "run"]
 
 
 def station_name(path: Path) -> str:
@@ -393,6 +400,8 @@ class JobRunner:
                 db.set_last(cfg.rig, job_id, health_run)
                 db.finish_job(job_id, "failed", detail=reason)
                 return "failed"
+        if job.suite == CAMPAIGN_JOB:
+            return self._campaign(db, job, keeper, station_hash)
         # the suite
         db.update_job(job_id, phase="suite")
         args = [job.suite]
@@ -423,6 +432,57 @@ class JobRunner:
         db.finish_job(job_id, state, detail=detail, exit_status=result.rc)
         return state
 
+    def _campaign(self, db: FleetDB, job, keeper: LeaseKeeper, station_hash: str | None) -> str:
+        """A campaign shard (`facehil fleet campaign`): `facehil campaign run --station FILE --plan
+        SHARD.toml`, its run recorded through FACEHIL_DB like a suite's. A shard whose earlier
+        attempt was lost is resumed (`--resume RUN`), so no transaction runs twice."""
+        cfg, job_id = self.cfg, job.id
+        db.update_job(job_id, phase="campaign")
+        command = campaign_command(cfg.run_command)
+        prior = self._resumable(db, job.run_ids or [])
+        if prior is not None:
+            log.warning("job %s: resuming campaign run %d of the lost attempt", job_id, prior)
+            argv = [*command, "--station", cfg.station_file, "--resume", str(prior)]
+        else:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            plan_path = self.log_dir / f"{job_id}-{job.attempts}-campaign.plan.toml"
+            plan_path.write_text((job.args or {}).get("plan_toml") or "", encoding="utf-8")
+            argv = [*command, "--station", cfg.station_file, "--plan", str(plan_path)]
+        result = self._step(job_id, job.attempts, "campaign", [], keeper, station_hash, cfg.suite_timeout_s, db,
+                            track_runs=True, argv=argv, prior_runs=[prior] if prior is not None else [])
+        last_run = result.run_ids[-1] if result.run_ids else None
+        db.set_last(cfg.rig, job_id, last_run)
+        if keeper.lost.is_set():
+            db.finish_job(job_id, "aborted", detail=f"lease lost: the campaign was stopped ({keeper.reason})",
+                          exit_status=result.rc)
+            return "aborted"
+        # exit 1 is a shard whose own verdict FAILed: it measured, and the merged run is judged
+        if result.rc in (0, 1) and last_run is not None:
+            state, detail = "passed", None
+        elif result.rc in (0, 1):
+            state, detail = "failed", f"the campaign exited {result.rc} but recorded no run (log {result.log_path})"
+        elif result.rc is None:
+            state, detail = "failed", f"campaign timed out after {cfg.suite_timeout_s:.0f} s (log {result.log_path})"
+        elif result.rc < 0:
+            state, detail = "aborted", f"campaign killed by signal {-result.rc} (log {result.log_path})"
+        else:
+            state, detail = "failed", f"campaign exited {result.rc} (log {result.log_path})"
+        db.finish_job(job_id, state, detail=detail, exit_status=result.rc)
+        return state
+
+    def _resumable(self, db: FleetDB, run_ids: list[int]) -> int | None:
+        """The lost attempt's campaign run, if it stopped before its schedule was done."""
+        if not run_ids:
+            return None
+        from harness.campaign.records import CampaignRun
+        from harness.records import Run
+
+        with db.session() as s:
+            run, camp = s.get(Run, run_ids[-1]), s.get(CampaignRun, run_ids[-1])
+            if run is None or camp is None or run.status == "running":
+                return None
+            return run.id if camp.stopped_by in (None, "interrupted") else None
+
     def _firmware_of(self, db: FleetDB, run_id: int | None) -> str | None:
         if run_id is None:
             return None
@@ -434,7 +494,8 @@ class JobRunner:
 
     def _step(self, job_id: str, attempt: int, phase: str, args: list[str], keeper: LeaseKeeper,
               station_hash: str | None, timeout_s: float, db: FleetDB, *, track_runs: bool,
-              extra: tuple[str, ...] | list[str] = ()) -> StepResult:
+              extra: tuple[str, ...] | list[str] = (), argv: list[str] | None = None,
+              prior_runs: list[int] | tuple[int, ...] = ()) -> StepResult:
         cfg = self.cfg
         self.log_dir.mkdir(parents=True, exist_ok=True)
         stem = f"{job_id}-{attempt}-{phase}"  # one log per attempt: a lost attempt's log stays
@@ -444,13 +505,14 @@ class JobRunner:
         prune_logs(self.log_dir, cfg.log_dir_max_bytes, keep_prefix=f"{job_id}-")
         # the database URL (and its password) goes through the environment: never on a command
         # line that `ps` shows or this log records
-        argv = [*cfg.run_command, *args, "--station", cfg.station_file, "--record", "--log", str(pytest_log),
-                "--results", str(results), *extra]
+        if argv is None:
+            argv = [*cfg.run_command, *args, "--station", cfg.station_file, "--record", "--log", str(pytest_log),
+                    "--results", str(results), *extra]
         since = utcnow()
-        known: list[int] = []
+        known: list[int] = list(prior_runs)
 
         def discover() -> None:
-            ids = db.runs_since(station_hash, since, self.host)
+            ids = [*prior_runs, *(i for i in db.runs_since(station_hash, since, self.host) if i not in prior_runs)]
             if ids != known:
                 known[:] = ids
                 if track_runs:

@@ -214,7 +214,13 @@ def summarize_run(store, run_id: int) -> dict[str, Any]:
     run, camp, rows = load_campaign(store, run_id)
     limits = {k: CampaignLimit(**v) for k, v in (camp.limits or {}).items()}
     out = summarize(rows, limits, seed=camp.seed)
-    out.update(run_id=run_id, seed=camp.seed, plan=camp.plan, scheduled=len(camp.schedule),
+    missing = (camp.plan or {}).get("missing_shards") or []
+    if missing:  # a merged fleet campaign without some rigs' cards cannot support a claim over all of them
+        for v in out["verdicts"]:
+            if v["verdict"] == "PASS":
+                v["verdict"] = "INCONCLUSIVE"
+            v["note"] = f"{len(missing)} shard(s) missing"
+    out.update(missing_shards=missing, run_id=run_id, seed=camp.seed, plan=camp.plan, scheduled=len(camp.schedule),
                stopped_by=camp.stopped_by, resumed=camp.resumed, firmware=run.reader_firmware,
                station=run.station_name, status=run.status,
                started_at=run.started_at.isoformat() if run.started_at else None,

@@ -118,14 +118,17 @@ def claim_for_resume(store: RecordStore, run_id: int) -> None:
             resumed=CampaignRun.resumed + 1, stopped_by=None))
 
 
-def merge_campaigns(store: RecordStore, run_ids: list[int], *, limits: dict | None = None) -> int:
+def merge_campaigns(store: RecordStore, run_ids: list[int], *, limits: dict | None = None, min_runs: int = 2,
+                    plan_extra: dict | None = None) -> int:
     """One campaign run holding the transactions of several (shards run on several rigs, or one
     campaign in parts). They must have measured the same reader firmware; sequence numbers are
-    renumbered in the order given, the source runs are left as they are."""
+    renumbered in the order given, the source runs are left as they are. ``plan_extra`` goes into
+    the merged plan (the fleet's shards, and which are missing; `harness.campaign.shard`)."""
     from harness.records import RunInfo
 
-    if len(set(run_ids)) < 2 or len(set(run_ids)) != len(run_ids):
-        raise RecordsError("merging needs at least two different campaign runs, each named once")
+    if len(set(run_ids)) < min_runs or len(set(run_ids)) != len(run_ids):
+        raise RecordsError(f"merging needs at least {'two' if min_runs == 2 else min_runs} different campaign "
+                           f"runs, each named once")
     loaded = [load_campaign(store, r) for r in run_ids]
     firmware = {run.reader_firmware for run, _, _ in loaded}
     if len(firmware) != 1:
@@ -148,7 +151,7 @@ def merge_campaigns(store: RecordStore, run_ids: list[int], *, limits: dict | No
         conn.execute(insert(CampaignRun).values(
             run_id=new_id, seed=first_camp.seed, schedule=schedule, resumed=0, stopped_by="merged",
             plan={"merged_from": list(run_ids), "plans": [camp.plan for _, camp, _ in loaded],
-                  "seeds": [camp.seed for _, camp, _ in loaded]},
+                  "seeds": [camp.seed for _, camp, _ in loaded], **(plan_extra or {})},
             limits=first_camp.limits if limits is None else limits))
         if rows:
             conn.execute(insert(CampaignTransaction), [{"run_id": new_id, **r} for r in rows])

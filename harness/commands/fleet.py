@@ -151,6 +151,136 @@ def run(suite: str = typer.Argument(..., help="Suite to run on every selected ri
 
 
 # ---------------------------------------------------------------------------------------------
+# facehil fleet campaign
+
+
+def _campaign_table(db: FleetDB, snap: Snapshot, shards: dict[str, object], title: str) -> Table:
+    from harness.campaign.shard import scheduled_counts, transaction_counts
+
+    table = Table(title=title, show_edge=False)
+    for col in ("shard", "rig", "cards", "job", "phase", "try", "run", "transactions", "elapsed", "detail"):
+        table.add_column(col, overflow="fold" if col == "detail" else "ellipsis")
+    run_ids = [j.run_ids[-1] for j in snap.jobs if j.run_ids]
+    done, scheduled = transaction_counts(db.store, run_ids), scheduled_counts(db.store, run_ids)
+    for j in sorted(snap.jobs, key=lambda j: shards[j.id].index):
+        sh = shards[j.id]
+        run = j.run_ids[-1] if j.run_ids else None
+        count = f"{done.get(run, 0)}/{scheduled.get(run, '?')}" if run is not None else ""
+        end = j.ended_at or snap.now
+        elapsed = f"{(end - j.started_at).total_seconds():.0f} s" if j.started_at else ""
+        table.add_row(f"{sh.index + 1}/{sh.count}", j.rig, ",".join(sh.cards), _styled(j.state, _JOB_STYLE),
+                      j.phase or "", str(j.attempts or ""), str(run) if run is not None else "", count, elapsed,
+                      j.detail or "")
+    return table
+
+
+def _campaign_cards(the_plan, station: Path | None) -> list[str]:
+    """The campaign's cards: the plan's `[campaign] cards`, else the usable cards of a station
+    file's deck (the rigs' decks are the lab's one deck)."""
+    from harness.campaign.plan import PlanError, choose_cards
+    from harness.config import StationConfigError, load_station
+    from harness.deck import DeckError, load_deck
+
+    if station is None:
+        if not the_plan.cards:
+            raise FleetError("the plan lists no [campaign] cards: list them, or give --station FILE (a rig's "
+                             "station file) to shard the deck's cards")
+        cards = list(the_plan.cards)
+        return cards[:the_plan.max_cards] if the_plan.max_cards else cards
+    try:
+        deck = load_deck(load_station(station))
+        return [c.id for c in choose_cards(the_plan, deck)]
+    except (StationConfigError, DeckError, PlanError) as exc:
+        raise FleetError(str(exc)) from None
+
+
+@app.command("campaign")
+def campaign(plan: Path = typer.Option(..., "--plan", help="Campaign plan (TOML) to split over the rigs."),
+             rigs: list[str] = typer.Option(None, "--rigs", help="Rig names or tags (repeat or comma-separate); "
+                                                                      "default: every registered rig."),
+             station: Path = typer.Option(None, "--station", help="A station file whose deck gives the cards "
+                                                                  "when the plan lists none."),
+             firmware: str = typer.Option(None, "--firmware", help="Reader firmware every rig must run."),
+             broker: str = typer.Option(None, "--broker", help=f"Celery broker URL, redis://... (or {BROKER_ENV})."),
+             db: str = typer.Option(None, "--db", help=f"Shared records DB, postgresql://... (or {DB_ENV})."),
+             deadline: float = typer.Option(3 * 3600.0, "--deadline", help="Seconds after which a rig that has "
+                                                                           "not reported counts as failed."),
+             poll: float = typer.Option(1.0, "--poll", help="Seconds between progress updates."),
+             as_json: bool = typer.Option(False, "--json", help="Print the merged figures as JSON."),
+             ) -> None:
+    """Split a campaign into one shard per rig (by card, dealt by the seed), run the shards on the
+    rigs' queues, merge them into one campaign run and print its figures. Exits 1 if a verdict
+    FAILs or a shard is missing (its rig quarantined, lost or failed: named, and the merged
+    verdicts are at best INCONCLUSIVE)."""
+    import secrets
+
+    from harness.campaign.plan import PlanError, load_plan
+    from harness.campaign.shard import ShardResult, merge_shards, plan_toml, shard_plan
+    from harness.commands.campaign import _print_summary
+    from harness.fleet import CAMPAIGN_JOB, enqueue_jobs
+
+    try:
+        the_plan = load_plan(plan)
+    except PlanError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2)
+    broker_url = _broker_url(broker)
+    fleet = _open(db)
+    try:
+        try:
+            cards = _campaign_cards(the_plan, station)
+            selected = [r.name for r in fleet.select_rigs(_split(rigs))]
+            seed = the_plan.seed if the_plan.seed is not None else secrets.randbelow(2 ** 31)
+            shards = shard_plan(the_plan, cards, selected, seed)
+            celery = make_app(BrokerSettings(broker_url))
+            batch = enqueue_jobs(celery, fleet, CAMPAIGN_JOB, [
+                (sh.rig, {"firmware": firmware, "shard": sh.index + 1, "shards": sh.count, "cards": list(sh.cards),
+                          "plan_toml": plan_toml(sh.plan)}) for sh in shards], deadline_s=deadline)
+        except (FleetError, ValueError) as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2)
+        by_job = {job_id: sh for (_, job_id), sh in zip(batch.jobs, shards)}
+        console.print(f"batch {batch.id}: campaign {plan.name} (seed {seed}, {len(cards)} cards) in "
+                      f"{len(shards)} shard(s): " + "; ".join(f"{sh.rig} {','.join(sh.cards)}" for sh in shards))
+        if len(shards) < len(selected):
+            console.print(f"[yellow]{len(selected) - len(shards)} rig(s) left idle: fewer cards than rigs[/yellow]")
+        last = None
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            for snap in follow(fleet, batch, poll_s=poll):
+                live.update(_campaign_table(fleet, snap, by_job, f"campaign {plan.name}"))
+                last = snap
+        console.print()
+        jobs: list[Job] = last.jobs if last else []
+        results = [ShardResult(by_job[j.id], j.id, j.state, j.detail, j.run_ids[-1] if j.run_ids else None)
+                   for j in jobs]
+        try:
+            merged = merge_shards(fleet.store, results)
+        except RecordsError as exc:
+            console.print(f"[red]cannot merge the shards:[/red] {exc}")
+            raise typer.Exit(1)
+        for r in merged.complete:
+            console.print(f"{r.shard.label} {r.shard.rig} (cards {', '.join(r.shard.cards)}): run {r.run_id}")
+        for r in merged.missing:
+            console.print(f"[red]{r.shard.label} {r.shard.rig} (cards {', '.join(r.shard.cards)}) MISSING:[/red] "
+                          f"{merged.reasons[r.job_id]}")
+        if merged.run_id is None:
+            console.print("[red]no shard finished: nothing to merge[/red]")
+            raise typer.Exit(1)
+        from harness.campaign.metrics import summarize_run
+
+        summary = summarize_run(fleet.store, merged.run_id)
+        console.print(f"merged {len(merged.complete)} of {len(shards)} shard(s) into campaign run {merged.run_id}")
+        _print_summary(summary, as_json)
+        if merged.missing:
+            console.print(f"[red]INCOMPLETE[/red]: {len(merged.missing)} shard(s) missing; the merged verdicts "
+                          f"are at best INCONCLUSIVE")
+        failed = bool(merged.missing) or any(v["verdict"] == "FAIL" for v in summary["verdicts"])
+        raise typer.Exit(1 if failed else 0)
+    finally:
+        fleet.close()
+
+
+# ---------------------------------------------------------------------------------------------
 # facehil fleet status
 
 
