@@ -20,6 +20,7 @@ import threading
 import time
 import tomllib
 import unicodedata
+from collections import deque
 from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from pathlib import Path
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 TESSDATA_DIRS = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-ocr/4.00/tessdata",
                  "/usr/share/tessdata")
 OCR_SCALE = 0.6  # the panel is read at 480x288: large text stays legible, Tesseract runs ~2x faster
+BUTTON_OCR_SCALE = 0.8  # a label alone in its crop: larger reads better through a camera
 PHRASE_MIN_SIMILARITY = 0.8  # a key phrase counts as read when this much of it matches
 LABEL_MIN_SIMILARITY = 0.7  # a button's own crop: one misread glyph in four still finds its label
 FOUND_MIN_SCORE = 0.75
@@ -43,6 +45,7 @@ TEMPLATE_MIN_NCC = 0.55  # the rectified frame against the screen's reference fr
 TEMPLATE_SIZE = (160, 96)  # (w, h) the template comparison runs at: layout, not glyphs
 DARK_MEAN = 18.0  # a panel this dark is off (no backlight)
 REPROJECTION_LIMIT_PX = 2.0  # panel pixels, RMS over the 16 marker corners
+RECENT_FRAMES = 90  # 6 s at 15 fps: longer than one OCR pass on a loaded machine
 CHANGE_MEAN_ABS = 2.0  # grey levels, mean over the template-size image: the panel changed
 
 
@@ -75,6 +78,8 @@ class FrameGrabber:
         self._frame: np.ndarray | None = None
         self._frame_no = 0
         self._t_s = 0.0
+        # the recent frames, so a watcher busy with OCR still sees every frame, with its own time
+        self._recent: deque[tuple[int, float, np.ndarray]] = deque(maxlen=RECENT_FRAMES)
         self.frame_interval_s = 0.0  # measured: the mean spacing of recent frames
 
     def open(self) -> "FrameGrabber":
@@ -105,6 +110,7 @@ class FrameGrabber:
             with self._cond:
                 self._frame, self._t_s = frame, now
                 self._frame_no += 1
+                self._recent.append((self._frame_no, now, frame))
                 if last_s is not None:
                     gap = now - last_s
                     self.frame_interval_s = gap if not self.frame_interval_s else 0.9 * self.frame_interval_s + 0.1 * gap
@@ -121,6 +127,12 @@ class FrameGrabber:
                     raise ScreenError(f"no frame from screen camera {self.source!r} within {timeout_s:.1f} s")
                 self._cond.wait(left)
             return self._frame_no, self._t_s, self._frame
+
+    def frames_after(self, after_no: int, timeout_s: float = 5.0) -> list[tuple[int, float, np.ndarray]]:
+        """Every frame still kept numbered above ``after_no``, oldest first (at least one)."""
+        self.wait_frame(after_no, timeout_s)
+        with self._cond:
+            return [f for f in self._recent if f[0] > after_no]
 
     def latest(self) -> tuple[int, float, np.ndarray]:
         return self.wait_frame(0)
@@ -305,6 +317,7 @@ class ScreenSpec:
     buttons: dict[str, str]  # button id -> label, in display order
     also: tuple[str, ...] = ()  # phrases the screen may show besides (reported in its message)
     keypad: dict[str, str] = field(default_factory=dict)  # panel-local keys (a PIN pad): located, not scored
+    keypad_grid: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (column, row)
 
 
 @dataclass
@@ -333,7 +346,8 @@ class ScreenMap:
                 raise ScreenError(f"screen map {path}: [screens.{sid}] has no key phrases")
             screens[sid] = ScreenSpec(sid, tuple(map(str, t["phrases"])), {str(k): str(v) for k, v in buttons.items()},
                                       tuple(map(str, t.get("also", []))),
-                                      {str(k): str(v) for k, v in (t.get("keypad") or {}).items()})
+                                      {str(k): str(v) for k, v in (t.get("keypad") or {}).items()},
+                                      {str(k): (int(v[0]), int(v[1])) for k, v in (t.get("keypad_grid") or {}).items()})
         if not screens:
             raise ScreenError(f"screen map {path} defines no [screens.<id>]")
         ref = data.get("reference_frames")
@@ -356,6 +370,11 @@ class ScreenMap:
 def normalise(text: str) -> str:
     """NFKC, no whitespace: Japanese has no spaces to trust, and OCR inserts some."""
     return "".join(unicodedata.normalize("NFKC", text).split())
+
+
+def _letters(text: str) -> str:
+    """Letters, digits and ・ only: the brackets and bars OCR makes of a button's edge go."""
+    return "".join(ch for ch in text if ch == "・" or unicodedata.category(ch)[0] in "LN")
 
 
 def partial_similarity(phrase: str, text: str) -> tuple[float, int]:
@@ -457,7 +476,7 @@ class JapaneseOcr:
                 lines.append(OcrLine(current[0].strip(), current[1], current[2], tuple(current[3])))
         return lines
 
-    def read_buttons(self, panel_bgr: np.ndarray, scale: float = OCR_SCALE) -> list[OcrLine]:
+    def read_buttons(self, panel_bgr: np.ndarray, scale: float = BUTTON_OCR_SCALE) -> list[OcrLine]:
         """The text on each button-like shape (a large filled box, wider than tall), read alone as
         one line: a label in its own crop reads far better than in the whole panel."""
         from PIL import Image
@@ -472,11 +491,14 @@ class JapaneseOcr:
         for x, y, w, h, area in (map(int, row) for row in stats[1:]):
             if h < 0.08 * h_px or w < 1.2 * h or area < 0.6 * w * h or w > 0.95 * w_px:
                 continue  # not a button: too thin, too tall, hollow, or a full-width band
-            crop = gray[y + 4:y + h - 4, x + 6:x + w - 6]
+            dy, dx = max(4, h // 8), max(6, h // 5)  # inside the rounded corners and the edge
+            crop = gray[y + dy:y + h - dy, x + dx:x + w - dx]
             crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-            if float(crop.mean()) < 150:  # light text on a dark button: make it dark on light
+            if float(np.median(crop)) < 150:  # light text on a dark button: make it dark on light
                 crop = 255 - crop
-            crop = np.clip((crop.astype(np.int32) - 60) * 255 // 140, 0, 255).astype(np.uint8)
+            # Otsu: glyphs black, the face white (a moiré or a glare gradient drops out)
+            _, crop = cv2.threshold(cv2.GaussianBlur(crop, (3, 3), 0), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+            crop = cv2.copyMakeBorder(crop, 8, 8, 8, 8, cv2.BORDER_CONSTANT, value=255)
             with self._lock:
                 self._line_api.SetImage(Image.fromarray(crop))
                 text = (self._line_api.GetUTF8Text() or "").strip()
@@ -486,10 +508,11 @@ class JapaneseOcr:
                 continue
             if bx:
                 b = bx[0][1]
-                box = (x + 6 + int(b["x"] / scale), y + 4 + int(b["y"] / scale), int(b["w"] / scale), int(b["h"] / scale))
+                box = (x + dx + int((b["x"] - 8) / scale), y + dy + int((b["y"] - 8) / scale),
+                       int(b["w"] / scale), int(b["h"] / scale))
             else:
                 box = (int(x), int(y), int(w), int(h))
-            out.append(OcrLine(text, box, conf))
+            out.append(OcrLine(_letters(text), box, conf))
         return out
 
     def close(self) -> None:
@@ -606,6 +629,8 @@ class ScreenRecognizer:
         message = "\n".join(dict.fromkeys([message] + [a for a in spec.also if partial_similarity(
             normalise(a), text)[0] >= PHRASE_MIN_SIMILARITY]))
         boxes = {bid: labels_seen[label] for bid, label in {**spec.buttons, **spec.keypad}.items() if label in labels_seen}
+        if spec.keypad:
+            boxes.update(_keypad_boxes(spec, lines, boxes))
         if best_s < FOUND_MIN_SCORE:
             state = "unknown"
         elif margin < FOUND_MIN_MARGIN or not (tmpl >= TEMPLATE_MIN_NCC):
@@ -631,6 +656,32 @@ class ScreenRecognizer:
         for _, label, box in sorted(found, reverse=True):
             seen.setdefault(label, box)
         return seen
+
+
+def _keypad_boxes(spec: ScreenSpec, lines: list[OcrLine],
+                  found: dict[str, tuple[int, int, int, int]]) -> dict[str, tuple[int, int, int, int]]:
+    """A keypad's keys: single glyphs read anywhere on the panel, then (with the map's grid) the
+    keys a glare hid, placed from the ones read (a least-squares fit of column/row -> x/y)."""
+    out = {k: b for k, b in found.items() if k in spec.keypad}
+    by_label = {label: key for key, label in spec.keypad.items()}
+    for line in lines:
+        for sym, box in line.symbols:
+            key = by_label.get(normalise(sym))
+            if key is not None and key not in out and len(line.normalised()[0]) <= 2:
+                out[key] = box
+    placed = [(spec.keypad_grid[k], b) for k, b in out.items() if k in spec.keypad_grid]
+    cols = {g[0] for g, _ in placed}
+    rows = {g[1] for g, _ in placed}
+    if len(cols) >= 2 and len(rows) >= 2:
+        c = np.array([[g[0], 1.0] for g, _ in placed])
+        r = np.array([[g[1], 1.0] for g, _ in placed])
+        x = np.array([b[0] + b[2] / 2 for _, b in placed])
+        y = np.array([b[1] + b[3] / 2 for _, b in placed])
+        (ax, bx), (ay, by) = np.linalg.lstsq(c, x, rcond=None)[0], np.linalg.lstsq(r, y, rcond=None)[0]
+        for key, (col, row) in spec.keypad_grid.items():
+            if key not in out:
+                out[key] = (int(ax * col + bx) - 5, int(ay * row + by) - 5, 10, 10)  # a tap target, not a glyph box
+    return out
 
 
 def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:

@@ -262,6 +262,7 @@ class ScreenReader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.frame_errors = 0
+        self.frames_dropped = 0
 
     @classmethod
     def from_station(cls, station) -> "ScreenReader":
@@ -351,13 +352,16 @@ class ScreenReader:
         no = 0
         while not self._stop.is_set():
             try:
-                no, t_s, frame = self.grabber.wait_frame(no, timeout_s=1.0)
-                shown = self._stable.feed(no, t_s, self.calibration.rectify(frame))
+                batch = self.grabber.frames_after(no, timeout_s=1.0)
             except ScreenError:
                 self.frame_errors += 1
                 continue
-            if shown is not None:
-                self._on_shown(shown)
+            if batch and batch[0][0] > no + 1 and no:
+                self.frames_dropped += batch[0][0] - no - 1  # the watcher fell behind the buffer
+            for no, t_s, frame in batch:  # every frame in order: a change is timed by its first frame
+                shown = self._stable.feed(no, t_s, self.calibration.rectify(frame))
+                if shown is not None:
+                    self._on_shown(shown)
 
     def _on_shown(self, shown: Shown) -> None:
         with self._cond:
@@ -485,17 +489,22 @@ class ScreenReader:
         if self.finger is None:
             raise NotVisible("no finger on this station ([screen] finger): the screen adapter cannot press")
         deadline = time.monotonic() + PRESS_SETTLE_S
-        while True:
+        with self._cond:
+            shown = self._shown
+        box = shown.verdict.buttons.get(button_id) if shown else None
+        offered = set(shown.verdict.buttons) if shown else set()
+        while box is None:
+            # not read on the frame that named the screen (a glare on its label): read fresh frames
+            if time.monotonic() > deadline:
+                raise ReaderError(f"button {button_id!r} is not on the screen ({shown.screen if shown else '?'} "
+                                  f"offers {', '.join(sorted(offered)) or 'nothing'})")
+            _, _, frame = self.grabber.latest()
+            v = self._recognizer.recognise(self.calibration.rectify(frame))
             with self._cond:
                 shown = self._shown
-            box = shown.verdict.buttons.get(button_id) if shown else None
-            if box is not None:
-                break
-            if time.monotonic() > deadline:
-                offered = ", ".join(shown.verdict.buttons) if shown else "nothing"
-                raise ReaderError(f"button {button_id!r} is not on the screen ({shown.screen if shown else '?'} "
-                                  f"offers {offered})")
-            time.sleep(0.05)
+            if v.found and shown is not None and v.screen == shown.screen:
+                box = v.buttons.get(button_id)
+                offered |= set(v.buttons)
         x, y, w, h = box
         with self._cond:
             self._pressed = (shown.screen, button_id)
