@@ -234,7 +234,7 @@ def test_pin_keypad_on_the_panel_enters_the_pin(live):
         drawn = render_panel({**state, "pin_entered": 3})
         assert not np.array_equal(drawn, render_panel({**state, "pin_entered": 0}))
         tap(rects, "digit_9")  # the fourth: "9999" goes to the flow, which refuses it
-        assert dut.wait_for_event("pin", WAIT_S) or True
+        assert dut.wait_for_event("pin", WAIT_S, result="wrong").get("tries_left") == "2"
         assert panel.touch.panel_fields() == {"pin_entered": 0}
         for key in ("digit_1", "digit_2", "digit_3", "digit_4"):
             tap(rects, key)

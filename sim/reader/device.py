@@ -208,6 +208,11 @@ class ReaderDevice:
             return None
         return pending.outcome
 
+    def post(self, inp: Input) -> bool:
+        """Feed an input without waiting for its outcome (the touch glass does not wait for the
+        application); False if the reader is off or booting."""
+        return self.booted and self._submit(inp) is not None
+
     def _main_loop(self, gen: int, flow: ReaderFlow) -> None:
         inbox = self._inbox
         tick_s = self.options.tick_ms / 1000
