@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import cv2
@@ -45,7 +44,7 @@ def test_parse_reads_every_layer_of_anet_type(dat_bytes):
 def test_converted_network_gives_dlib_descriptors(converted, dlib_backend):
     """On real faces (lfw-dev if present, else the packaged samples): cosine >= 0.9999 each."""
     chips = []
-    for ident in list_identities(resolve_faces())[:24]:
+    for ident in list_identities(resolve_faces())[:10]:
         img = cv2.imread(str(ident.images[0]))
         dets = dlib_backend.detect(img)
         if dets:
@@ -117,12 +116,10 @@ def test_backend_falls_back_to_dlib_with_a_warning(monkeypatch, tmp_path, caplog
         backend = DlibBackend()
     assert backend.engine == "dlib"
     assert any("falling back to dlib" in r.getMessage() and "disagrees" in r.getMessage() for r in caplog.records)
-    assert not list((tmp_path / "facehil" / "dlib-onnx").glob("*.verified-*.json"))  # nothing remembered
-    monkeypatch.setattr(dlib_onnx, "VERIFY_MIN_COSINE", 0.9999)
-    ok = DlibBackend()
-    assert ok.engine == "onnx" and ok.verification["min_cosine"] >= 0.9999
-    assert len(list((tmp_path / "facehil" / "dlib-onnx").glob("*.verified-*.json"))) == 1
-    assert os.environ["XDG_CACHE_HOME"] == str(tmp_path)
+    cache = tmp_path / "facehil" / "dlib-onnx"
+    assert list(cache.glob("*.onnx")) and not list(cache.glob("*.verified-*.json"))  # converted, not trusted
+    chip = np.full((150, 150, 3), 128, np.uint8)
+    assert backend.embed(chip).shape == (128,)  # dlib's own code answers
 
 
 def test_scores_and_decisions_identical_to_dlib_on_lfw_pairs(dlib_backend, faces_several):
@@ -135,7 +132,7 @@ def test_scores_and_decisions_identical_to_dlib_on_lfw_pairs(dlib_backend, faces
         pytest.skip(f"needs lfw-dev/pairs.txt under FACEHIL_FACES ({faces_several.root})")
     assert dlib_backend.engine == "onnx"
     pairs = load_lfw_pairs(lfw / "pairs.txt")
-    subset = pairs[:8] + pairs[150:158]
+    subset = pairs[:6] + pairs[150:156]
     chips = {}
     for p in {q for pair in subset for q in (pair.reference, pair.probe)}:
         img = cv2.imread(str(p))
@@ -153,7 +150,7 @@ def test_scores_and_decisions_identical_to_dlib_on_lfw_pairs(dlib_backend, faces
             assert abs(s_onnx - s_dlib) < 1e-5
             assert (s_onnx >= DEFAULT_THRESHOLD) == (s_dlib >= DEFAULT_THRESHOLD)
             compared += 1
-    assert compared >= 12
+    assert compared >= 9
 
 
 def test_dat_path_is_the_installed_model():
