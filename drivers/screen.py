@@ -46,7 +46,8 @@ TEMPLATE_SIZE = (160, 96)  # (w, h) the template comparison runs at: layout, not
 DARK_MEAN = 18.0  # a panel this dark is off (no backlight)
 REPROJECTION_LIMIT_PX = 2.0  # panel pixels, RMS over the 16 marker corners
 RECENT_FRAMES = 90  # 6 s at 15 fps: longer than one OCR pass on a loaded machine
-CHANGE_MEAN_ABS = 2.0  # grey levels, mean over the template-size image: the panel changed
+CHANGE_BLOCK = 0.3  # the panel changed: some 8x8 block of the normalised signature moved this much
+# (a camera's noise and exposure drift stay under 0.1; a new line of text or a PIN dot is ~0.7+)
 
 
 class ScreenError(ReaderError):
@@ -705,11 +706,24 @@ class Shown:
     verdict: Verdict
 
 
+def _normalised(sig: np.ndarray) -> np.ndarray:
+    """Zero mean, unit contrast: an exposure drift is no change. A dark (off) panel is left as is."""
+    std = float(sig.std())
+    return (sig - sig.mean()) / std if std > 5.0 else sig / 50.0
+
+
+def panel_changed(a: np.ndarray, b: np.ndarray) -> bool:
+    """A change somewhere, not noise everywhere: the largest 8x8-block mean of the difference."""
+    h, w = a.shape
+    blocks = cv2.resize(np.abs(a - b), (w // 8, h // 8), interpolation=cv2.INTER_AREA)
+    return float(blocks.max()) > CHANGE_BLOCK
+
+
 class StableScreen:
     """Per-frame verdicts in, shown screens out.
 
-    A frame whose panel has not changed (template-size image within CHANGE_MEAN_ABS grey levels)
-    reuses the last verdict: OCR runs once per change. A new screen is shown once ``frames``
+    A frame whose panel has not changed (``panel_changed``: no block of the exposure-normalised
+    template-size image moved) reuses the last verdict: OCR runs once per change. A new screen is shown once ``frames``
     consecutive frames agree; its time is the capture time of the first frame of the change.
     """
 
@@ -726,8 +740,8 @@ class StableScreen:
 
     def feed(self, frame_no: int, capture_s: float, panel_bgr: np.ndarray) -> Shown | None:
         """Returns a newly shown screen, else None."""
-        sig = template_signature(panel_bgr)
-        changed = self._last_sig is None or float(np.mean(np.abs(sig - self._last_sig))) > CHANGE_MEAN_ABS
+        sig = _normalised(template_signature(panel_bgr))
+        changed = self._last_sig is None or panel_changed(sig, self._last_sig)
         if changed:
             self._change_s, self._change_no = capture_s, frame_no
             self._run = 0

@@ -90,6 +90,9 @@ def pytest_addoption(parser):
                     help="simulated station only: start the reference reader with these faults (NAME,...)")
     group.addoption("--sim-firmware", dest="facehil_sim_firmware", action="store", default=None,
                     help="simulated station only: the reader firmware version to boot (default: the sim's)")
+    group.addoption("--sim-adapter", dest="facehil_sim_adapter", action="store", default=None,
+                    help="simulated station only: drive its reader through this adapter (screen: the camera on "
+                         "its panel and the rig's finger; the control port serves only [staff])")
     group.addoption("--sim-state-dir", dest="facehil_sim_state_dir", action="store", default=None,
                     help="simulated station only: keep its state and logs in this folder (default: a temp folder, removed)")
     from harness import clauses  # the clause(...) marker: traceability to the notice
@@ -115,7 +118,8 @@ def _configure_station(config: pytest.Config) -> None:
     path = config.getoption("station", None)
     sim_only = {"--faults": config.getoption("facehil_faults", None),
                 "--sim-firmware": config.getoption("facehil_sim_firmware", None),
-                "--sim-state-dir": config.getoption("facehil_sim_state_dir", None)}
+                "--sim-state-dir": config.getoption("facehil_sim_state_dir", None),
+                "--sim-adapter": config.getoption("facehil_sim_adapter", None)}
     if path:
         given = [k for k, v in sim_only.items() if v]
         if given:
@@ -241,6 +245,19 @@ class StationSession:
             raise StationUnavailable(f"the simulated station did not start ({type(exc).__name__}: {exc}); "
                                      f"logs in {state_dir / 'logs'}") from exc
         log.info("simulated station up in %.1f s: %s", time.monotonic() - started, path)
+        adapter = self.config.getoption("facehil_sim_adapter", None)
+        if adapter == "screen":  # the same station, its reader seen and touched, not spoken to
+            import tomllib
+
+            import tomli_w
+
+            from harness.commands.screens import screen_station
+
+            screen_path = path.with_name("screen-station.toml")
+            screen_path.write_text(tomli_w.dumps(screen_station(tomllib.loads(path.read_text()))))
+            path = screen_path
+        elif adapter not in (None, "reference"):
+            raise StationUnavailable(f"--sim-adapter {adapter!r}: the simulated station offers reference or screen")
         self.station_path = path
         self.load_file()
 

@@ -97,7 +97,7 @@ def learn(station: Path = typer.Option(..., "--station", help="Station file with
                                                           "screen (repeatable); without it a person drives the reader"),
           model: str = typer.Option("draft reader model", "--model")) -> None:
     """Watch the reader's screens (driven by a person, or by --tap) and write a draft map + frames."""
-    from drivers.screen import JapaneseOcr, template_signature
+    from drivers.screen import JapaneseOcr, _normalised, panel_changed, template_signature
     from drivers.screen_reader import TouchGlass
 
     try:
@@ -126,13 +126,13 @@ def learn(station: Path = typer.Option(..., "--station", help="Station file with
         while time.monotonic() < deadline and (not screens or len(kept) < screens):
             no, _, frame = grabber.wait_frame(no)
             panel = cal.rectify(frame)
-            sig = template_signature(panel)
-            if last_sig is None or float(abs(sig - last_sig).mean()) > 2.0:
+            sig = _normalised(template_signature(panel))
+            if last_sig is None or panel_changed(sig, last_sig):
                 last_sig, run = sig, 0
             run += 1
             if run != 3:  # stable over three frames, once
                 continue
-            if any(float(abs(sig - k[1]).mean()) <= 2.0 for k in kept):
+            if any(not panel_changed(sig, k[1]) for k in kept):
                 continue  # seen before
             sid = f"screen_{len(kept) + 1:02d}"
             lines, buttons = ocr.read(panel), ocr.read_buttons(panel)
