@@ -73,6 +73,7 @@ class ReaderDevice:
         self.hardware = hardware
         self._send_line = send_line
         self._power_lock = threading.RLock()
+        self._teardown: threading.Thread | None = None  # the last power cut's part teardown
         self._emit_lock = threading.Lock()
         self.fw_lock = threading.Lock()
         self.powered = False
@@ -127,10 +128,16 @@ class ReaderDevice:
             self.slots = None  # the upload session lived in RAM
             self._inbox = queue.Queue()
             self._snapshot = {}
-            try:
-                self.hardware.stop()
-            except Exception:  # a part that fails to stop must not keep the power on
-                log.exception("hardware stop failed")
+            # A power cut is instant: the supply answers at once and the parts are torn down behind
+            # it; the next boot waits for that teardown before it starts the parts again.
+            self._teardown = threading.Thread(target=self._stop_hardware, name="reader-power-cut", daemon=True)
+            self._teardown.start()
+
+    def _stop_hardware(self) -> None:
+        try:
+            self.hardware.stop()
+        except Exception:  # a part that fails to stop must not keep the power on
+            log.exception("hardware stop failed")
 
     def reboot(self) -> None:
         """A firmware-initiated reboot (REBOOT command, or after an update)."""
@@ -153,6 +160,9 @@ class ReaderDevice:
             self.boot_error = str(exc)
             return
         manifest = result.manifest
+        teardown = self._teardown
+        if teardown is not None:
+            teardown.join()
         try:
             ports = self.hardware.start(lambda inp, g=gen: self._submit(inp, g))
         except Exception as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -337,9 +338,12 @@ class CardWatch:
             t.start()
 
     def stop(self) -> None:
+        """Stop watching; joins the threads that were started, within one shared 2 s budget."""
         self._stop.set()
+        deadline = time.monotonic() + 2.0
         for t in self._threads:
-            t.join(timeout=2.0)
+            if t.ident is not None:  # a power cut can come before start()
+                t.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _changed(self, reader: str, present: bool) -> None:
         from sim.reader.flow import CardInserted, CardRemoved
@@ -404,6 +408,7 @@ class RealHardware:
         self._card: PcscCardPort | None = None
         self._camera: _LazyCamera | None = None
         self._watch: CardWatch | None = None
+        self._parts_lock = threading.Lock()  # a boot's start and a power cut's stop never interleave
         self.face_faults = FaceFaults()
 
     def set_faults(self, faults: Any) -> None:
@@ -420,6 +425,11 @@ class RealHardware:
             return self._matcher
 
     def start(self, submit: Callable[[Any], None]) -> Ports:
+        with self._parts_lock:
+            self._stop_parts()  # parts a boot started after a power cut's stop ran are not left running
+            return self._start_parts(submit)
+
+    def _start_parts(self, submit: Callable[[Any], None]) -> Ports:
         from sim.eligibility.client import EligibilityClient
 
         terminal = load_terminal_credentials(self.pki_dir) if self.pki_dir else {}
@@ -432,10 +442,16 @@ class RealHardware:
         return Ports(card=self._card, face=face, eligibility=eligibility, clock=SystemClock())
 
     def stop(self) -> None:
+        with self._parts_lock:
+            self._stop_parts()
+
+    def _stop_parts(self) -> None:
         if self._watch is not None:
             self._watch.stop()
             self._watch = None
         if self._card is not None:
             self._card.close()
+            self._card = None
         if self._camera is not None:
             self._camera.close()
+            self._camera = None
