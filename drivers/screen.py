@@ -494,6 +494,8 @@ class JapaneseOcr:
                 continue  # not a button: too thin, too tall, hollow, or a full-width band
             dy, dx = max(4, h // 8), max(6, h // 5)  # inside the rounded corners and the edge
             crop = gray[y + dy:y + h - dy, x + dx:x + w - dx]
+            if crop.shape[0] < 8 or crop.shape[1] < 8:
+                continue
             crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
             if float(np.median(crop)) < 150:  # light text on a dark button: make it dark on light
                 crop = 255 - crop

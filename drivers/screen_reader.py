@@ -359,7 +359,12 @@ class ScreenReader:
             if batch and batch[0][0] > no + 1 and no:
                 self.frames_dropped += batch[0][0] - no - 1  # the watcher fell behind the buffer
             for no, t_s, frame in batch:  # every frame in order: a change is timed by its first frame
-                shown = self._stable.feed(no, t_s, self.calibration.rectify(frame))
+                try:
+                    shown = self._stable.feed(no, t_s, self.calibration.rectify(frame))
+                except Exception as exc:  # one bad frame must not stop the watcher (and blind the run)
+                    self.frame_errors += 1
+                    log.warning("screen watcher: frame %d not understood: %s: %s", no, type(exc).__name__, exc)
+                    continue
                 if shown is not None:
                     self._on_shown(shown)
 
