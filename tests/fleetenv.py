@@ -195,13 +195,15 @@ class Fleet:
         self.workers: dict[str, WorkerProc] = {}
         self._db: FleetDB | None = None
 
-    def start(self, rigs: dict[str, str], health: str | None = None) -> Fleet:
-        """rigs: name -> tags. Stops whatever it started if a part fails."""
+    def start(self, rigs: dict[str, str], health: str | None = None, options: dict | None = None) -> Fleet:
+        """rigs: name -> tags; options: the stations' sim options beyond STATION_OPTIONS. Stops
+        whatever it started if a part fails."""
         from sim.station import sim_up
 
         try:
             for rig in rigs:
-                self.stations[rig] = sim_up(self.root / rig, private_pcscd=True, options=STATION_OPTIONS)
+                self.stations[rig] = sim_up(self.root / rig, private_pcscd=True,
+                                            options={**STATION_OPTIONS, **(options or {})})
             for rig, tags in rigs.items():
                 self.workers[rig] = WorkerProc(rig, self.stations[rig], self.redis.url, self.db_url,
                                                self.root / "logs", tags=tags, health=health).start()

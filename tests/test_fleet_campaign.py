@@ -21,7 +21,7 @@ from harness.campaign.shard import ShardResult, deal_cards, merge_shards, plan_t
 from harness.records import RecordStore, RunInfo
 from redisserver import redis_server  # noqa: F401  (fixture)
 
-CARDS = ["p001", "p003"]  # placer-deck cards with a holder (tests/test_campaign.py uses these too)
+CARDS = ["p001", "p003", "p005"]  # placer-deck cards with a holder, not revoked
 SEED = 5
 PLAN = f"""
 [campaign]
@@ -30,12 +30,17 @@ cards = {CARDS!r}
 [genuine]
 conditions = ["nominal"]
 [impostors]
-random_per_card = 1
+random_per_card = 0
 hard_per_card = 0
 [attacks]
 species = ["print"]
 """
 LIMITS = {"frr": {"name": "frr", "max": 0.5, "confidence": 0.6}}
+STATION_LIMITS = """
+[campaign.limits]
+confidence = 0.6
+frr = 0.9
+"""
 
 
 def test_shards_are_disjoint_balanced_and_fixed_by_the_seed():
@@ -106,6 +111,9 @@ def test_a_missing_shard_is_named_and_no_verdict_passes(tmp_path):
 # -- the fleet ---------------------------------------------------------------------------------
 
 DB_SECRET = "pw-5be0c1d9"
+# a real health check, kept to the reader answering idle in face mode (the rig's round-trip limit of
+# 200 ms is what a loaded test machine misses): the campaign is what is tested here
+HEALTH = "nightly -k test_reader_answers"
 
 
 @pytest.fixture(scope="module")
@@ -122,40 +130,77 @@ def fleet(redis_server, pg_cluster, tmp_path_factory):  # noqa: F811
         pytest.skip("unshare (util-linux) is needed for a private pcscd per station")
     url = pg_cluster.create_database().replace("facehil@", f"facehil:{DB_SECRET}@")
     env = Fleet(tmp_path_factory.mktemp("fleet-campaign"), redis_server, url)
-    env.start({"rig-a": "sim", "rig-b": "sim"}, health="nightly -k test_health")
+    # rig controllers on TCP (a lab's Ethernet rig): a pty number another process still holds
+    # open from an earlier station would garble the rig's replies
+    env.start({"rig-a": "sim", "rig-b": "sim"}, health=HEALTH, options={"rig_transport": "socket"})
+    for station in env.stations.values():  # what the lab's station files say; read by each job
+        station.write_text(station.read_text() + STATION_LIMITS)
     try:
         yield env
     finally:
+        for w in env.workers.values():  # warm shutdowns side by side, then wait for each
+            if w.alive():
+                w.proc.terminate()
         env.stop()
 
 
 @pytest.mark.postgres
 @pytest.mark.timeout(300)
 def test_campaign_split_over_two_rigs_merges_into_one_run(fleet, tmp_path):
-    from fleetenv import batch_id
+    """rig-a and rig-b run their shards; a third rig, registered but never served (its host is
+    down), is selected too: its shard is reported missing, never dropped."""
+    import subprocess
+
+    from sqlalchemy import select
+
+    from fleetenv import CLI, batch_id, cli_env, wait_until
     from harness.campaign.metrics import summarize_run
+    from harness.fleet_db import Job
     from harness.fleet_worker import file_sha256
 
+    db = fleet.db()
+    db.register_rig("rig-down", tags=["sim"], host="nowhere", station_file="/nonexistent", station_hash=None,
+                    worker="nowhere:1", heartbeat_interval_s=1.0)
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN)
-    res = fleet.cli("campaign", "--plan", str(plan), "--rigs", "sim", "--broker", fleet.redis.url,
-                    "--deadline", "240", "--poll", "0.5", timeout_s=280)
-    out = f"{res.stdout[-4000:]}\n{res.stderr[-2000:]}\n{fleet.diagnose()}"
-    assert "MISSING" not in res.stdout and res.returncode in (0, 1), out  # 1 only for a FAILed verdict
-    db = fleet.db()
-    jobs = db.jobs(batch_id(res.stdout))
+    argv = [*CLI, "fleet", "campaign", "--plan", str(plan), "--rigs", "sim", "--broker", fleet.redis.url,
+            "--deadline", "240", "--poll", "0.5"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(fleet.db_url))
+    try:
+        def down_job():
+            with db.session() as s:
+                return s.scalars(select(Job).where(Job.rig == "rig-down", Job.suite == "campaign")).first()
+        job = wait_until(down_job, 60, "the down rig's shard to be enqueued")
+        # what `fleet campaign` does itself when the deadline passes, without waiting for it
+        db.finish_job(job.id, "lost", detail="never started before the deadline (240 s)")
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = f"{stdout[-4000:]}\n{stderr[-2000:]}\n{fleet.diagnose()}"
+    assert proc.returncode == 1, out  # a shard is missing
+    jobs = db.jobs(batch_id(stdout))
     assert [(j.rig, j.suite, j.state) for j in jobs] == [("rig-a", "campaign", "passed"),
-                                                         ("rig-b", "campaign", "passed")], out
-    shard_runs = [crec.load_campaign(db.store, j.run_ids[-1]) for j in jobs]
+                                                         ("rig-b", "campaign", "passed"),
+                                                         ("rig-down", "campaign", "lost")], out
+    missing_cards = jobs[2].args["cards"]
+    assert f"rig-down (cards {', '.join(missing_cards)}) MISSING: job lost: never started" in stdout, out
+    assert "INCOMPLETE" in stdout
+    ran = jobs[:2]
+    shard_runs = [crec.load_campaign(db.store, j.run_ids[-1]) for j in ran]
     cards = [{t["card"] for t in camp.schedule} for _, camp, _ in shard_runs]
-    assert sorted(c for cs in cards for c in cs) == CARDS  # one card per rig, each once
-    for job, (run, camp, rows) in zip(jobs, shard_runs):
+    assert sorted([*(c for cs in cards for c in cs), *missing_cards]) == CARDS  # each card in one shard
+    for job, (run, camp, rows) in zip(ran, shard_runs):
         assert run.station_file_hash == file_sha256(fleet.stations[job.rig])  # run on its own rig
-        assert camp.seed == SEED and camp.stopped_by == "done" and len(rows) == len(camp.schedule) == 3
+        assert camp.seed == SEED and camp.stopped_by == "done" and len(rows) == len(camp.schedule) == 2
         assert set(job.args["cards"]) == {t["card"] for t in camp.schedule}
-    merged_id = int(res.stdout.split("into campaign run ")[1].split()[0])
+    merged_id = int(stdout.split("into campaign run ")[1].split()[0])
     s = summarize_run(db.store, merged_id)
-    assert s["transactions"] == sum(len(rows) for _, _, rows in shard_runs) == 6
-    assert s["plan"]["merged_from"] == [j.run_ids[-1] for j in jobs] and s["missing_shards"] == []
-    assert Counter(r["card"] for r in crec.load_campaign(db.store, merged_id)[2]) == {c: 3 for c in CARDS}
-    assert DB_SECRET not in res.stdout + res.stderr  # the password went through the environment only
+    assert s["transactions"] == sum(len(rows) for _, _, rows in shard_runs) == 4
+    assert s["plan"]["merged_from"] == [j.run_ids[-1] for j in ran]
+    assert [(m["rig"], m["cards"]) for m in s["missing_shards"]] == [("rig-down", missing_cards)]
+    assert Counter(r["card"] for r in crec.load_campaign(db.store, merged_id)[2]) == \
+        {c: 2 for c in CARDS if c not in missing_cards}
+    assert s["verdicts"] and "PASS" not in {v["verdict"] for v in s["verdicts"]}
+    assert db.store.load_run(merged_id).run.status == "failed"
+    assert DB_SECRET not in stdout + stderr  # the password went through the environment only

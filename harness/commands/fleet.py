@@ -244,6 +244,10 @@ def campaign(plan: Path = typer.Option(..., "--plan", help="Campaign plan (TOML)
                       f"{len(shards)} shard(s): " + "; ".join(f"{sh.rig} {','.join(sh.cards)}" for sh in shards))
         if len(shards) < len(selected):
             console.print(f"[yellow]{len(selected) - len(shards)} rig(s) left idle: fewer cards than rigs[/yellow]")
+        for st in fleet.status():
+            if st.name in batch.rigs and st.state in ("offline", "quarantined"):
+                console.print(f"[yellow]{st.name} is {st.state}[/yellow]: its shard waits in its queue "
+                              f"(a health check runs first) until the deadline")
         last = None
         with Live(console=console, refresh_per_second=2, transient=False) as live:
             for snap in follow(fleet, batch, poll_s=poll):
