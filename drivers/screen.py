@@ -739,6 +739,7 @@ class StableScreen:
         self._run = 0
         self.shown: Shown | None = None
         self.ocr_runs = 0
+        self.waits = 0  # verdicts that were not "found": read again
 
     def feed(self, frame_no: int, capture_s: float, panel_bgr: np.ndarray) -> Shown | None:
         """Returns a newly shown screen, else None."""
@@ -757,6 +758,10 @@ class StableScreen:
             self.ocr_runs += 1
         v = self._last_verdict
         if not v.found:
+            # ambiguous or unknown (a glare, a half-drawn frame): read again a few frames on; the
+            # change keeps the time of its first frame
+            self._last_verdict, self._run = None, 0
+            self.waits += 1
             return None
         if self.shown is not None and self.shown.screen == v.screen and self.shown.verdict.message == v.message:
             return None

@@ -148,7 +148,7 @@ def deck_template(tmp_path_factory):
 
 
 def run_scenarios(tests: tuple[str, ...], workdir: Path, deck: Path, faults: str | None = None,
-                  variant: str | None = None) -> dict[str, Outcome]:
+                  variant: str | None = None, adapter: str | None = None) -> dict[str, Outcome]:
     """Run these scenarios in a pytest subprocess with the facehil plugin; its own simulated station."""
     state_dir = workdir / "station"
     shutil.copytree(deck, state_dir / "deck")
@@ -158,6 +158,8 @@ def run_scenarios(tests: tuple[str, ...], workdir: Path, deck: Path, faults: str
            f"--junitxml={junit}", "--sim-state-dir", str(state_dir)]
     if faults:
         cmd += ["--faults", faults]
+    if adapter:
+        cmd += ["--sim-adapter", adapter]  # screen: the reader seen through its camera, tapped by the finger
     env = {k: v for k, v in os.environ.items() if k != "PCSCLITE_CSOCK_NAME"}  # the station brings its own
     env.pop("FACEHIL_READER_VARIANT", None)
     if variant:
@@ -228,3 +230,56 @@ def test_scenarios_pass_against_the_other_variant(tmp_path, deck_template):
     outcomes = run_scenarios(VARIANT_SCENARIOS, tmp_path, deck_template, variant=OTHER_VARIANT)
     bad = {t: o for t, o in outcomes.items() if o.status != "passed"}
     assert not bad, "\n".join(f"{t}: {o.status}: {o.message[-1500:]}" for t, o in bad.items())
+
+
+# Issue 13: the same proofs through the screen adapter (the camera on the panel, the rig's finger;
+# the control port only for [staff]) for the faults a patient could see on the screen.
+SCREEN_CASES = [
+    FaultCase("no_reminder_on_method_end", "take_card_reminder",
+              ("test_take_card_reminder.py::test_reminder_after_every_ending[end_on_method_select]",),
+              "without the reminder"),
+]
+# ... and why the rest cannot be caught by a black-box run (the scenario needs what a screen does not show)
+INVISIBLE_ON_SCREEN = {
+    "offer_pin_to_face_auth": "the refusal of a PIN is a NAK of the control port; a panel shows no refusal code",
+    "ignore_pin_lock": "PIN results (tries left) are internal events",
+    "forget_face_mode": "visual/face mode is the staff terminal's state",
+    "match_carer": "which face was matched is internal (match scores)",
+    "skip_age_rule": "judged against the reader's INFO claim (control port)",
+    "visual_registration_without_feature": "judged against the reader's feature list (control port INFO)",
+    "accept_downgrade": "firmware update goes through the control port",
+    "accept_bad_signature": "firmware update goes through the control port",
+    "no_card_alarm": "the alarm is an internal event",
+    "skip_pad": "firmware update goes through the control port",
+    "vague_pin_refusal": "the refusal message comes with the control port's NAK",
+    "pin_hint_to_face_auth": "judged with the reader's feature list (control port INFO)",
+    "no_photo_to_staff": "what staff see is on the eligibility terminal (staff_view event)",
+    "no_registration_wait": "the PIN registration path needs PIN result events",
+    "carer_cannot_consent": "judged by consent events with who pressed (internal)",
+    "strand_several_faces": "face attempts are internal events",
+    "age_by_year": "judged against the reader's INFO claim (control port)",
+    "pin_count_never_reset": "PIN results (tries left) are internal events",
+}
+
+
+def test_every_fault_is_proven_through_the_screen_or_listed_invisible():
+    through_screen = {c.fault for c in SCREEN_CASES}
+    assert {c.fault for c in CASES} == through_screen | set(INVISIBLE_ON_SCREEN)
+    assert not through_screen & set(INVISIBLE_ON_SCREEN)
+
+
+def test_faulty_reader_is_caught_through_the_screen(tmp_path, deck_template):
+    """Against the correct reader, through its screen, the scenarios pass; with the fault they fail
+    for its reason: the screen path catches what the control port catches, where it shows."""
+    tests = tuple(dict.fromkeys(t for c in SCREEN_CASES for t in c.tests))
+    reference = run_scenarios(tests, tmp_path / "reference", deck_template, adapter="screen")
+    bad = {t: o for t, o in reference.items() if o.status != "passed"}
+    assert not bad, "through the screen, against the reference reader:\n" + "\n".join(
+        f"{t}: {o.status}: {o.message[-1500:]}" for t, o in bad.items())
+    faults = ",".join(dict.fromkeys(c.fault for c in SCREEN_CASES))
+    outcomes = run_scenarios(tests, tmp_path / "faulty", deck_template, faults=faults, adapter="screen")
+    for case in SCREEN_CASES:
+        for t in case.tests:
+            o = outcomes[t]
+            assert o.status == "failed" and case.reason.lower() in o.message.lower(), \
+                f"through the screen, with fault {case.fault}, {t} {o.status}: {o.message[-1500:]}"
