@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from sim.context import SimContext, StationError
 
 
@@ -13,8 +15,10 @@ def start_eligibility(ctx: SimContext) -> None:
                       "--deck", str(ctx.state_dir / "deck"))
     if ctx.options.get("eligibility_db"):
         argv += ["--db", str(ctx.options["eligibility_db"])]
-    if ctx.options.get("eligibility_register_delay_ms"):  # N17: a slow registration
-        argv += ["--register-delay-ms", str(int(ctx.options["eligibility_register_delay_ms"]))]
+    # N17: a slow registration; a station option, else the environment (a pytest session's station)
+    delay_ms = ctx.options.get("eligibility_register_delay_ms") or os.environ.get("FACEHIL_SIM_REGISTER_DELAY_MS")
+    if delay_ms:
+        argv += ["--register-delay-ms", str(int(delay_ms))]
     ready = ctx.spawn_ready("eligibility", argv)
     if "url" not in ready:
         raise StationError(f"the eligibility service announced no url: READY {ready}")

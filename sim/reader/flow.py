@@ -310,6 +310,7 @@ TRANSITIONS: dict[tuple[Screen, str], str] = {
     (S.CONSENT_CHECKUP, "tick"): "_patient_timeout",
     (S.CONSENT_CHECKUP, "card_removed"): "_abort_removed",
 
+    (S.REGISTERING, "tick"): "_complete_registration",
     (S.REGISTERING, "card_removed"): "_abort_removed",
 
     (S.QUERYING, "card_removed"): "_abort_removed",
@@ -809,7 +810,15 @@ class ReaderFlow:
                                 Text("この読み取り機では登録できません。", "registration after a visual check needs "
                                      f"feature {FEATURE_VISUAL_REGISTRATION}"))
         if not self.faults.no_registration_wait:
-            self._set_screen(Screen.REGISTERING)  # N17: completing it may take a little time
+            # N17: completing it may take a little time. The press is answered now and the
+            # service is called on the next tick, so the patient sees the waiting screen at once.
+            self._set_screen(Screen.REGISTERING)
+            return OK
+        return self._complete_registration(inp)
+
+    def _complete_registration(self, inp: Input) -> Outcome:
+        s = self.session
+        assert s is not None and s.card is not None and s.method is not None
         signed = self._signed()
         if isinstance(signed, Outcome):
             return signed
