@@ -444,9 +444,13 @@ class JobRunner:
             log.warning("job %s: resuming campaign run %d of the lost attempt", job_id, prior)
             argv = [*command, "--station", cfg.station_file, "--resume", str(prior)]
         else:
+            plan_text = (job.args or {}).get("plan_toml")
+            if not plan_text:  # an empty plan would run the default one over every card
+                db.finish_job(job_id, "failed", detail="campaign job without a plan (plan_toml)")
+                return "failed"
             self.log_dir.mkdir(parents=True, exist_ok=True)
             plan_path = self.log_dir / f"{job_id}-{job.attempts}-campaign.plan.toml"
-            plan_path.write_text((job.args or {}).get("plan_toml") or "", encoding="utf-8")
+            plan_path.write_text(plan_text, encoding="utf-8")
             argv = [*command, "--station", cfg.station_file, "--plan", str(plan_path)]
         result = self._step(job_id, job.attempts, "campaign", [], keeper, station_hash, cfg.suite_timeout_s, db,
                             track_runs=True, argv=argv, prior_runs=[prior] if prior is not None else [])

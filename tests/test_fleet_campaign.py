@@ -21,12 +21,12 @@ from harness.campaign.shard import ShardResult, deal_cards, merge_shards, plan_t
 from harness.records import RecordStore, RunInfo
 from redisserver import redis_server  # noqa: F401  (fixture)
 
-CARDS = ["p001", "p003", "p005"]  # placer-deck cards with a holder, not revoked
+CARDS = ["p001", "p002", "p003"]  # the first three usable cards of the stations' small placer deck
 SEED = 5
 PLAN = f"""
 [campaign]
 seed = {SEED}
-cards = {CARDS!r}
+max_cards = 3
 [genuine]
 conditions = ["nominal"]
 [impostors]
@@ -61,6 +61,13 @@ def test_shards_are_disjoint_balanced_and_fixed_by_the_seed():
         assert parse_plan(tomllib.loads(plan_toml(s.plan)), "shard") == s.plan
     with pytest.raises(ValueError, match="named twice"):
         shard_plan(plan, cards, ["rig-a", "rig-a"], seed=1)
+
+
+def test_the_worker_runs_a_shard_with_its_own_facehil():
+    from harness.fleet_worker import campaign_command
+
+    assert campaign_command(["py", "-m", "harness.cli", "run"]) == ["py", "-m", "harness.cli", "campaign", "run"]
+    assert campaign_command(["nice", "-n", "5", "facehil", "run"]) == ["nice", "-n", "5", "facehil", "campaign", "run"]
 
 
 def _shard_run(store, rows, firmware="1.6.0", status="passed", stopped_by="done") -> int:
@@ -131,8 +138,8 @@ def fleet(redis_server, pg_cluster, tmp_path_factory):  # noqa: F811
     url = pg_cluster.create_database().replace("facehil@", f"facehil:{DB_SECRET}@")
     env = Fleet(tmp_path_factory.mktemp("fleet-campaign"), redis_server, url)
     # rig controllers on TCP (a lab's Ethernet rig): a pty number another process still holds
-    # open from an earlier station would garble the rig's replies
-    env.start({"rig-a": "sim", "rig-b": "sim"}, health=HEALTH, options={"rig_transport": "socket"})
+    # open from an earlier station would garble the rig's replies. A small deck starts faster.
+    env.start({"rig-a": "sim", "rig-b": "sim"}, health=HEALTH, options={"rig_transport": "socket", "deck_size": 4})
     for station in env.stations.values():  # what the lab's station files say; read by each job
         station.write_text(station.read_text() + STATION_LIMITS)
     try:
@@ -163,7 +170,9 @@ def test_campaign_split_over_two_rigs_merges_into_one_run(fleet, tmp_path):
                     worker="nowhere:1", heartbeat_interval_s=1.0)
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN)
-    argv = [*CLI, "fleet", "campaign", "--plan", str(plan), "--rigs", "sim", "--broker", fleet.redis.url,
+    # the plan names no cards: they are the deck's, from a rig's station file
+    argv = [*CLI, "fleet", "campaign", "--plan", str(plan), "--station", str(fleet.stations["rig-a"]),
+            "--rigs", "sim", "--broker", fleet.redis.url,
             "--deadline", "240", "--poll", "0.5"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(fleet.db_url))
     try:
