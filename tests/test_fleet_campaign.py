@@ -70,6 +70,23 @@ def test_the_worker_runs_a_shard_with_its_own_facehil():
     assert campaign_command(["nice", "-n", "5", "facehil", "run"]) == ["nice", "-n", "5", "facehil", "campaign", "run"]
 
 
+@pytest.mark.parametrize("plan, message", [
+    ('[genuine]\nconditions = ["nominal"]\n', "the plan lists no [campaign] cards: list them, or give --station FILE"),
+    ("[campaign]\nseeds = 3\n", "campaign.seeds: unknown key"),
+    ('[campaign]\ncards = ["p001"]\n', "no rigs to run on"),
+])
+def test_bad_campaign_is_refused_before_anything_is_queued(tmp_path, plan, message):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    path = tmp_path / "plan.toml"
+    path.write_text(plan)
+    res = CliRunner().invoke(app, ["fleet", "campaign", "--plan", str(path), "--broker", "redis://127.0.0.1:1/0",
+                                   "--db", f"sqlite:///{tmp_path / 'fleet.db'}"], env={"COLUMNS": "300"})
+    assert res.exit_code == 2 and message in res.output, res.output
+
+
 def _shard_run(store, rows, firmware="1.6.0", status="passed", stopped_by="done") -> int:
     run_id = store.start_run(RunInfo(suite=crec.SUITE, reader_firmware=firmware))
     crec.create_campaign(store, run_id, seed=SEED, plan=Plan().as_dict(),

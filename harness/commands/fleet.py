@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from harness.fleet import BROKER_ENV, DEFAULT_VISIBILITY_TIMEOUT_S, BrokerSettings, Snapshot, batch_passed, \
@@ -222,7 +223,7 @@ def campaign(plan: Path = typer.Option(..., "--plan", help="Campaign plan (TOML)
     try:
         the_plan = load_plan(plan)
     except PlanError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2)
     broker_url = _broker_url(broker)
     fleet = _open(db)
@@ -230,6 +231,8 @@ def campaign(plan: Path = typer.Option(..., "--plan", help="Campaign plan (TOML)
         try:
             cards = _campaign_cards(the_plan, station)
             selected = [r.name for r in fleet.select_rigs(_split(rigs))]
+            if not selected:
+                raise FleetError("no rigs to run on: start `facehil worker` on the rig hosts first, or check --rigs")
             seed = the_plan.seed if the_plan.seed is not None else secrets.randbelow(2 ** 31)
             shards = shard_plan(the_plan, cards, selected, seed)
             celery = make_app(BrokerSettings(broker_url))
@@ -237,7 +240,7 @@ def campaign(plan: Path = typer.Option(..., "--plan", help="Campaign plan (TOML)
                 (sh.rig, {"firmware": firmware, "shard": sh.index + 1, "shards": sh.count, "cards": list(sh.cards),
                           "plan_toml": plan_toml(sh.plan)}) for sh in shards], deadline_s=deadline)
         except (FleetError, ValueError) as exc:
-            console.print(f"[red]{exc}[/red]")
+            console.print(f"[red]{escape(str(exc))}[/red]")
             raise typer.Exit(2)
         by_job = {job_id: sh for (_, job_id), sh in zip(batch.jobs, shards)}
         console.print(f"batch {batch.id}: campaign {plan.name} (seed {seed}, {len(cards)} cards) in "
@@ -266,7 +269,7 @@ def campaign(plan: Path = typer.Option(..., "--plan", help="Campaign plan (TOML)
             console.print(f"{r.shard.label} {r.shard.rig} (cards {', '.join(r.shard.cards)}): run {r.run_id}")
         for r in merged.missing:
             console.print(f"[red]{r.shard.label} {r.shard.rig} (cards {', '.join(r.shard.cards)}) MISSING:[/red] "
-                          f"{merged.reasons[r.job_id]}")
+                          f"{escape(merged.reasons[r.job_id])}")
         if merged.run_id is None:
             console.print("[red]no shard finished: nothing to merge[/red]")
             raise typer.Exit(1)
