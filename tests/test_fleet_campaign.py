@@ -123,6 +123,10 @@ def test_a_missing_shard_is_named_and_no_verdict_passes(tmp_path):
         merged = merge_shards(store, results)
         s = summarize_run(store, merged.run_id)
         run = store.load_run(merged.run_id).run
+    from harness.campaign.report import write_report
+
+    html = write_report(tmp_path / "report", s).read_text()
+    assert 'id="missing-shards"' in html and "shard 2/3 on rig-b" in html and "job quarantined" in html
     assert [r.job_id for r in merged.missing] == ["j1", "j2"]
     assert merged.reasons["j1"] == "job quarantined: health check exited 1"
     assert "aborted" in merged.reasons["j2"]

@@ -35,6 +35,9 @@ img{max-width:100%} code{background:#f5f7f9;padding:1px 4px}
 <p>Station <b>{{ s.station }}</b>; {{ s.transactions }} of {{ s.scheduled }} scheduled transactions
 ({{ s.errors }} not finished by the station); stopped by <b>{{ s.stopped_by }}</b>; seed <code id="seed">{{ s.seed }}</code>;
 run status <b id="run-status">{{ s.status | upper }}</b>{% if s.resumed %}; resumed {{ s.resumed }} time(s){% endif %}.</p>
+{% if s.missing_shards %}<p id="missing-shards" class="FAIL">Incomplete: {{ s.missing_shards | length }} fleet shard(s)
+missing, so no verdict passes:{% for m in s.missing_shards %} shard {{ m.shard }}/{{ m.of }} on {{ m.rig }} (cards
+{{ m.cards | join(", ") }}): {{ m.missing }}{% if not loop.last %};{% endif %}{% endfor %}.</p>{% endif %}
 
 <section id="verdicts"><h2>Verdicts</h2>
 {% if s.verdicts %}<table><tr><th>limit</th><th>figure judged</th><th>bounds at confidence</th><th>verdict</th></tr>
