@@ -13,9 +13,10 @@ The ``pass_screen_replay`` campaign is killed after its first transaction and re
 The cards are measured, not named: the first three of the deck whose holder the correct reader
 accepts at nominal capture but ``strict_threshold`` would refuse, and whose nearest look-alike (the
 campaign's own hard-impostor pick) it refuses but ``loose_threshold`` would accept. Scores come
-from the reader's matcher on the card's JPEG 2000 photo and the presenter's own JPEG frame, so they
-are the reader's; the scenes are deterministic, so the campaign is too. A face set or pipeline with
-no such cards skips, naming the scores it found.
+from the reader's matcher on the card's JPEG 2000 photo and the presenter's own JPEG frame read
+through the camera driver (FFmpeg decodes it, as in the reader; cv2.imdecode would move scores by
+up to 0.012), so they are the scores the campaign records; the scenes are deterministic, so the
+campaign is too. A face set or pipeline with no such cards skips, naming the scores it found.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ from harness.records import RecordStore
 SEED = 11
 DECK_SIZE = 16  # the default placer deck (10 + 3) has two fitting cards on lfw-dev; this one has five
 N_CARDS = 3  # 3 of 3 refused FAILs a 0.5 limit at 75 % confidence (2 of 2 is INCONCLUSIVE)
-DECODE_MARGIN = 0.005  # the reader decodes the MJPEG stream with FFmpeg, not libjpeg: scores may move a little
 LIMITS = """
 [campaign.limits]
 confidence = 0.75
@@ -84,22 +84,23 @@ def station(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cards(station) -> list[str]:
+def cards(station, tmp_path_factory) -> list[str]:
     """The first ``N_CARDS`` deck cards on which both threshold faults show (module docstring)."""
     from sim.reader.hw import THRESHOLD_FAULT_SHIFT
 
     deck = load_deck(station)
-    found, seen, t = _fitting_cards(station, deck, THRESHOLD_FAULT_SHIFT)
+    found, seen, t = _fitting_cards(station, deck, THRESHOLD_FAULT_SHIFT, tmp_path_factory.mktemp("frames"))
     if len(found) < N_CARDS:
         pytest.skip(f"the deck has {len(found)} card(s) whose holder scores in [t, t + {THRESHOLD_FAULT_SHIFT}) and "
                     f"whose nearest look-alike in [t - {THRESHOLD_FAULT_SHIFT}, t) (t = the reader's threshold, "
-                    f"{DECODE_MARGIN} margin), {N_CARDS} needed; threshold {t:.3f}, card: (holder, look-alike) = {seen}")
+                    f"{t:.3f}); {N_CARDS} needed. Scores, card: (holder, look-alike): {seen}")
     return found
 
 
-def _fitting_cards(station, deck, shift: float) -> tuple[list[str], dict, float]:
+def _fitting_cards(station, deck, shift: float, frames: Path) -> tuple[list[str], dict, float]:
     """Cards whose holder and nearest look-alike score where the threshold faults change the
     decision, with what the reader's matcher scored for each card looked at."""
+    from drivers.camera import OpenCVCamera
     from harness.campaign.session import make_schedule
     from harness.facedata import list_identities
     from sim.camera import Presenter
@@ -111,16 +112,20 @@ def _fitting_cards(station, deck, shift: float) -> tuple[list[str], dict, float]
     del probe["campaign"]["cards"]  # every usable card: the look-alike pool excludes the whole deck's holders anyway
     probe = _plan(probe, {"genuine": {"repeats": 0}, "attacks": {"per_card": 0}})
     _, trials = make_schedule(parse_plan(probe), station, deck)
-    lookalike = {t.card: t.subject for t in trials if t.kind == "impostor_hard"}
+    lookalike = {tr.card: tr.subject for tr in trials if tr.kind == "impostor_hard"}
     # the reference reader's own matcher (backend options and threshold), without its other parts
     matcher = RealHardware(pcsc_readers=[], camera_url="", eligibility_url="", deck_dirs=[], pki_dir=None).matcher()
     presenter = Presenter(SceneRenderer(list_identities(station.faces.dataset)))
-    t, m = matcher.threshold, DECODE_MARGIN
+    t = matcher.threshold
 
     def score(enrollment, subject: str) -> float | None:
         presenter.set_display({"mode": "subject", "id": subject, "condition": "nominal"})
         presenter.produce()  # the JPEG frame the camera streams, frame counter and all
-        return matcher.verify(enrollment, presenter.jpeg).score
+        stream = frames / f"{subject}.mjpeg"
+        stream.write_bytes(presenter.jpeg)
+        with OpenCVCamera(str(stream)) as cam:
+            frame = cam.read(timeout_s=5.0)
+        return matcher.verify(enrollment, frame.image).score
 
     found, seen = [], {}
     for card in sorted(deck, key=lambda c: c.id):
@@ -130,11 +135,11 @@ def _fitting_cards(station, deck, shift: float) -> tuple[list[str], dict, float]
         enrollment = matcher.enroll(photo)
         g = score(enrollment, card.holder) if enrollment.ok else None
         seen[card.id] = (None if g is None else round(g, 3), None)
-        if g is None or not t + m <= g < t + shift - m:
+        if g is None or not t <= g < t + shift:
             continue  # the look-alike is not worth rendering
         i = score(enrollment, lookalike[card.id])
         seen[card.id] = (round(g, 3), None if i is None else round(i, 3))
-        if i is not None and t - shift + m <= i < t - m:
+        if i is not None and t - shift <= i < t:
             found.append(card.id)
     return found, seen, t
 
