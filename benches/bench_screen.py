@@ -56,6 +56,7 @@ def _variants():
     return VARIANTS
 
 
+@pytest.mark.timeout(3600)
 def test_identification_every_screen_by_camera_condition(goals):
     rec = ScreenRecognizer(ScreenMap.load(MAPS_DIR / "reference.toml"))
     bezel = Bezel.from_table(FIXTURE.station_table())
@@ -94,6 +95,7 @@ def test_identification_every_screen_by_camera_condition(goals):
     goals("screen identification wrong verdicts", totals["wrong"], 0, "frames", totals["wrong"] == 0)
 
 
+@pytest.mark.timeout(1200)
 def test_recognition_time_per_frame_on_one_core(goals):
     old = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {sorted(old)[0]})
@@ -132,6 +134,7 @@ ROUNDS = 12
 WAIT_S = 10.0
 
 
+@pytest.mark.timeout(1200)
 def test_transition_time_error_and_tap_to_screen(tmp_path, goals):
     from panel_reader import panel_reader
     from sim.rig_process import SimProcess
@@ -174,6 +177,7 @@ def test_transition_time_error_and_tap_to_screen(tmp_path, goals):
 
 @pytest.mark.skipif(os.environ.get("FACEHIL_BENCH_NIGHTLY") != "1",
                     reason="set FACEHIL_BENCH_NIGHTLY=1: starts a simulated station, runs the nightly suite twice")
+@pytest.mark.timeout(3600)
 def test_nightly_wall_time_screen_vs_control_port(tmp_path, goals):
     from sim.station import sim_down, sim_up
 

@@ -632,6 +632,8 @@ class ScreenRecognizer:
         message = "\n".join(dict.fromkeys([message] + [a for a in spec.also if partial_similarity(
             normalise(a), text)[0] >= PHRASE_MIN_SIMILARITY]))
         boxes = {bid: labels_seen[label] for bid, label in {**spec.buttons, **spec.keypad}.items() if label in labels_seen}
+        if button_lines is not None and len(boxes) < len(spec.buttons):
+            boxes.update(_by_display_order(spec, button_lines, labels_seen, boxes))
         if spec.keypad:
             boxes.update(_keypad_boxes(spec, lines, boxes))
         if best_s < FOUND_MIN_SCORE:
@@ -659,6 +661,22 @@ class ScreenRecognizer:
         for _, label, box in sorted(found, reverse=True):
             seen.setdefault(label, box)
         return seen
+
+
+def _by_display_order(spec: ScreenSpec, shapes: list[OcrLine], labels_seen: dict[str, tuple[int, int, int, int]],
+                      found: dict[str, tuple[int, int, int, int]]) -> dict[str, tuple[int, int, int, int]]:
+    """A button whose label was misread: when the screen has exactly as many button shapes as the
+    map lists buttons, and the labels that were read sit in the map's order, the rest follow it."""
+    keys = set(spec.keypad.values())
+    row = sorted((b for b in shapes if _letters(b.text) not in keys), key=lambda b: (b.box[0], b.box[1]))
+    if len(row) != len(spec.buttons):
+        return {}
+    ids = list(spec.buttons)
+    for i, shape in enumerate(row):  # every label read must be where the map's order puts it
+        label = spec.buttons[ids[i]]
+        if label in labels_seen and _overlap(labels_seen[label], shape.box) < 0.5:
+            return {}
+    return {ids[i]: row[i].box for i in range(len(ids)) if ids[i] not in found}
 
 
 def _keypad_boxes(spec: ScreenSpec, lines: list[OcrLine],

@@ -40,6 +40,7 @@ from drivers.reader import (
     MAX_CHUNK_BYTES,
     FirmwareInfo,
     ReaderError,
+    ReaderNak,
     ReaderEvent,
     ReaderTimeout,
     ScreenState,
@@ -70,6 +71,23 @@ CALIBRATION_FRAMES = 5
 
 class NotVisible(ReaderError):
     """The screen cannot tell this (it needs the reader's control port or internal data)."""
+
+
+# event fields only the reader itself knows: asking a derived event for one raises NotVisible
+INTERNAL_FIELDS = {"transaction": "the eligibility transaction id", "tries_left": "the PIN tries left",
+                   "score": "the face-match score", "outcome": "the face matcher's outcome",
+                   "profile": "the card profile read", "registered": "the registration result",
+                   "photo": "the card photo's presentation to staff", "consents": "the consents sent",
+                   "checkup": "the checkup answer sent", "code": "the error code"}
+
+
+class ScreenEvent(ReaderEvent):
+    """An event derived from the screen: a field the screen cannot show is NotVisible, not None."""
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        if key not in self.fields and key in INTERNAL_FIELDS:
+            raise NotVisible(f"{INTERNAL_FIELDS[key]} ({self.kind}.{key}) is internal to the reader")
+        return self.fields.get(key, default)
 
 
 def map_path(name: str) -> Path:
@@ -224,7 +242,6 @@ class ScreenReader:
         "face": "face-match scores are internal to the reader",
         "boot": "boots are internal events",
         "error": "error codes are internal events (the screen shows only the message)",
-        "pin": "PIN results (tries left) are internal events; the screen shows only where the reader goes",
         "registration": "registration results are internal events",
         "staff_view": "what staff see is on the eligibility terminal, not the panel",
         "mode": "the face/visual mode is the staff terminal's",
@@ -376,8 +393,8 @@ class ScreenReader:
                 self._pressed = None
             derived = []
             for rule in self.rules:
-                if prev == shown.screen and rule.kind != "remind":
-                    continue  # a message change on the same screen is no transition
+                if prev == shown.screen and not rule.message_contains:
+                    continue  # a message change on the same screen is no transition (only what it says)
                 fields = rule.fire(prev, shown, button, self._last)
                 if fields is not None:
                     derived.append((rule.kind, fields))
@@ -390,9 +407,8 @@ class ScreenReader:
             for kind, fields in derived:
                 if kind not in ("remind", "screen"):
                     self._append(kind, fields, shown.since_s)
-            spec = self.map.screens.get(shown.screen)
             self._append("screen", {"id": shown.screen, "msg": shown.verdict.message,
-                                    "buttons": ",".join(spec.buttons) if spec else ""}, shown.since_s)
+                                    "buttons": ",".join(self._buttons_shown(shown))}, shown.since_s)
             for kind, fields in derived:
                 if kind == "remind":
                     self._append(kind, fields, shown.since_s)
@@ -401,7 +417,7 @@ class ScreenReader:
 
     def _append(self, kind: str, fields: dict[str, str], at_s: float) -> None:
         self._seq += 1
-        ev = ReaderEvent(seq=self._seq, kind=kind, reader_ms=int((at_s - self._t0) * 1000),
+        ev = ScreenEvent(seq=self._seq, kind=kind, reader_ms=int((at_s - self._t0) * 1000),
                          host_monotonic_s=at_s, fields=dict(fields))
         if len(self._history) == self._history.maxlen:
             self._base += 1
@@ -419,16 +435,21 @@ class ScreenReader:
             shown = self._shown
         if shown is None:
             raise ReaderError(f"no screen recognised on {self.url}")
-        spec = self.map.screens.get(shown.screen)
         mode = "face"
         if self.staff is not None:
             try:  # the face/visual mode is staff state: the staff terminal knows it
                 mode = self.staff.screen().mode or "face"
             except ReaderError as exc:
                 log.debug("staff mode query failed: %s", exc)
-        return ScreenState(id=shown.screen, buttons=tuple(spec.buttons) if spec else (),
+        return ScreenState(id=shown.screen, buttons=self._buttons_shown(shown),
                            message=shown.verdict.message, mode=mode,
                            fields={"screen": shown.screen, "since_s": f"{shown.since_s:.3f}"})
+
+    def _buttons_shown(self, shown: Shown) -> tuple[str, ...]:
+        """The map's buttons whose labels were read on the screen, in the map's order (a reader
+        that hides a button, e.g. PIN for a face-auth card, shows fewer)."""
+        spec = self.map.screens.get(shown.screen)
+        return tuple(b for b in (spec.buttons if spec else ()) if b in shown.verdict.buttons)
 
     # -- events -------------------------------------------------------------------------------
     def next_event(self, timeout_s: float) -> ReaderEvent:
@@ -501,8 +522,11 @@ class ScreenReader:
         while box is None:
             # not read on the frame that named the screen (a glare on its label): read fresh frames
             if time.monotonic() > deadline:
-                raise ReaderError(f"button {button_id!r} is not on the screen ({shown.screen if shown else '?'} "
-                                  f"offers {', '.join(sorted(offered)) or 'nothing'})")
+                # what a patient meets: nothing to press there; the screen's own words are the answer
+                raise ReaderNak("PRESS", "NOT_ON_SCREEN", shown.verdict.message if shown else "",
+                                {"screen": shown.screen if shown else "?",
+                                 "offered": ",".join(sorted(offered)),
+                                 "detail": f"button {button_id!r} is not on the screen"})
             _, _, frame = self.grabber.latest()
             v = self._recognizer.recognise(self.calibration.rectify(frame))
             with self._cond:
@@ -521,6 +545,12 @@ class ScreenReader:
         """Type the PIN on the panel's keypad, key by key (the digits are never logged)."""
         if not digits.isdigit():
             raise ReaderError("a PIN is digits only")
+        with self._cond:
+            shown = self._shown
+        spec = self.map.screens.get(shown.screen) if shown else None
+        if spec is None or not spec.keypad:
+            raise NotVisible(f"no PIN keypad on the {shown.screen if shown else '?'} screen: a PIN cannot be "
+                             "typed there, and a refusal of one is a control-port answer")
         for d in digits:
             self.press(f"digit_{d}")
 

@@ -225,10 +225,13 @@ def test_screen_reader_drives_a_visit_through_the_panel_and_the_touch_port(tmp_p
             brief = {a.get("id") for a, b in zip(truth, truth[1:]) if b.host_monotonic_s - a.host_monotonic_s < 0.3}
             assert set(truth_ids) - set(seen_ids) <= brief, (truth_ids, seen_ids)
             assert seen_ids == [i for i in truth_ids if i in seen_ids], (truth_ids, seen_ids)
-            frame_s = 1 / 15.0
+            # timed by the frame that first showed it, not by when OCR finished (0.2-1 s a read): the
+            # bench measures the p95 against one frame interval; here a loaded machine's MJPEG lag is allowed
             for s in seen:
+                if s.get("implied") == "1":
+                    continue
                 t = next(e for e in truth if e.get("id") == s.get("id"))
-                assert abs(s.host_monotonic_s - t.host_monotonic_s) <= 3 * frame_s, (s, t)
+                assert abs(s.host_monotonic_s - t.host_monotonic_s) <= 0.5, (s, t)
             assert ev.host_monotonic_s <= seen[0].host_monotonic_s
             with pytest.raises(Exception, match="invisible"):
                 sr.wait_for_event("face", 0.1)
