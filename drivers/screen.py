@@ -84,6 +84,9 @@ class FrameGrabber:
         self.frame_interval_s = 0.0  # measured: the mean spacing of recent frames
 
     def open(self) -> "FrameGrabber":
+        if isinstance(self.source, str) and self.source.startswith(("http://", "https://")) \
+                and self.source.endswith(".mjpg"):
+            return self._open_mjpeg()
         deadline = time.monotonic() + self.open_timeout_s
         while True:
             cap = cv2.VideoCapture(self.source)
@@ -99,6 +102,66 @@ class FrameGrabber:
         self._thread.start()
         self.wait_frame(0, timeout_s=self.open_timeout_s)
         return self
+
+    def _open_mjpeg(self) -> "FrameGrabber":
+        """An MJPEG stream read part by part: a part's ``X-Monotonic-S`` header (the exposure time
+        on this host's clock, hardware.md 11.2) stamps its frame; without one, its arrival does.
+        (OpenCV's reader hides part headers, and its queue makes arrival late when OCR is busy.)"""
+        import urllib.request
+
+        deadline = time.monotonic() + self.open_timeout_s
+        while True:
+            try:
+                self._cap = urllib.request.urlopen(self.source, timeout=5.0)
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise ScreenError(f"screen camera {self.source!r} cannot be opened: {exc}") from exc
+                time.sleep(0.2)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._mjpeg_loop, name=f"screen-grab {self.source}", daemon=True)
+        self._thread.start()
+        self.wait_frame(0, timeout_s=self.open_timeout_s)
+        return self
+
+    def _mjpeg_loop(self) -> None:
+        stream = self._cap
+        last_s = None
+        while not self._stop.is_set():
+            try:
+                headers: dict[str, str] = {}
+                line = stream.readline()
+                while line and line.strip() != b"" or not headers and line.strip().startswith(b"--"):
+                    if b":" in line:
+                        k, _, v = line.decode("latin-1").partition(":")
+                        headers[k.strip().lower()] = v.strip()
+                    line = stream.readline()
+                if not line:
+                    break  # the stream ended
+                size = int(headers.get("content-length", "0"))
+                if size <= 0:
+                    continue
+                data = stream.read(size)
+            except (OSError, ValueError) as exc:
+                log.warning("screen camera %s: stream broken: %s", self.source, exc)
+                break
+            now = time.monotonic()
+            frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            if frame is None:
+                continue
+            try:
+                taken_s = float(headers["x-monotonic-s"])
+            except (KeyError, ValueError):
+                taken_s = now
+            with self._cond:
+                self._frame, self._t_s = frame, taken_s
+                self._frame_no += 1
+                self._recent.append((self._frame_no, taken_s, frame))
+                if last_s is not None:
+                    gap = taken_s - last_s
+                    self.frame_interval_s = gap if not self.frame_interval_s else 0.9 * self.frame_interval_s + 0.1 * gap
+                self._cond.notify_all()
+            last_s = taken_s
 
     def _loop(self) -> None:
         last_s = None
@@ -144,7 +207,7 @@ class FrameGrabber:
             self._thread.join(timeout=2.0)
             self._thread = None
         if self._cap is not None:
-            self._cap.release()
+            (self._cap.release if hasattr(self._cap, "release") else self._cap.close)()
             self._cap = None
 
     def __enter__(self) -> "FrameGrabber":
