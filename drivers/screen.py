@@ -382,6 +382,7 @@ class ScreenSpec:
     also: tuple[str, ...] = ()  # phrases the screen may show besides (reported in its message)
     keypad: dict[str, str] = field(default_factory=dict)  # panel-local keys (a PIN pad): located, not scored
     keypad_grid: dict[str, tuple[int, int]] = field(default_factory=dict)  # key -> (column, row)
+    pin_length: int = 0  # how many digits the keypad takes (0: any)
 
 
 @dataclass
@@ -411,7 +412,8 @@ class ScreenMap:
             screens[sid] = ScreenSpec(sid, tuple(map(str, t["phrases"])), {str(k): str(v) for k, v in buttons.items()},
                                       tuple(map(str, t.get("also", []))),
                                       {str(k): str(v) for k, v in (t.get("keypad") or {}).items()},
-                                      {str(k): (int(v[0]), int(v[1])) for k, v in (t.get("keypad_grid") or {}).items()})
+                                      {str(k): (int(v[0]), int(v[1])) for k, v in (t.get("keypad_grid") or {}).items()},
+                                      int(t.get("pin_length", 0)))
         if not screens:
             raise ScreenError(f"screen map {path} defines no [screens.<id>]")
         ref = data.get("reference_frames")
@@ -671,10 +673,18 @@ class ScreenRecognizer:
                 sim, start = partial_similarity(p, text)
                 if sim >= PHRASE_MIN_SIMILARITY:
                     hits.append((spec.id, phrase, sim, start, start + len(p)))
-        # a phrase read inside a longer phrase of another screen is explained by that one
-        # (when read at least as well: a fuzzy long phrase does not overrule a verbatim short one)
+        # a phrase read inside a longer phrase of another screen (its key phrases and its "also"
+        # phrases, e.g. N16's reminder, which holds マイナンバーカードを...てください) is explained by
+        # that one, when read at least as well: a fuzzy long phrase does not overrule a verbatim short one
+        others = list(hits)
+        for spec in self.map.screens.values():
+            for phrase in spec.also:
+                p = normalise(phrase)
+                sim, start = partial_similarity(p, text)
+                if sim >= PHRASE_MIN_SIMILARITY:
+                    others.append((spec.id, phrase, sim, start, start + len(p)))
         kept = [h for h in hits if not any(o is not h and o[4] - o[3] > h[4] - h[3] and o[3] <= h[3] + 1
-                                           and h[4] <= o[4] + 1 and o[0] != h[0] and o[2] >= h[2] for o in hits)]
+                                           and h[4] <= o[4] + 1 and o[0] != h[0] and o[2] >= h[2] for o in others)]
         labels_seen = self._labels_seen(lines if button_lines is None else button_lines)
         keys = {label for spec in self.map.screens.values() for label in spec.keypad.values()}
         scored_labels = set(labels_seen) - keys  # a keypad is located, not evidence for a screen

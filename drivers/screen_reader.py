@@ -543,14 +543,15 @@ class ScreenReader:
 
     def enter_pin(self, digits: str) -> None:
         """Type the PIN on the panel's keypad, key by key (the digits are never logged)."""
-        if not digits.isdigit():
-            raise ReaderError("a PIN is digits only")
         with self._cond:
             shown = self._shown
         spec = self.map.screens.get(shown.screen) if shown else None
         if spec is None or not spec.keypad:
             raise NotVisible(f"no PIN keypad on the {shown.screen if shown else '?'} screen: a PIN cannot be "
                              "typed there, and a refusal of one is a control-port answer")
+        if not digits.isdigit() or (spec.pin_length and len(digits) != spec.pin_length):
+            raise NotVisible(f"the keypad takes {spec.pin_length or 'only'} digits: a malformed PIN cannot be "
+                             "typed on it, and its refusal is a control-port answer")
         for d in digits:
             self.press(f"digit_{d}")
 
