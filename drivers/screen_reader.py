@@ -81,6 +81,15 @@ INTERNAL_FIELDS = {"transaction": "the eligibility transaction id", "tries_left"
                    "checkup": "the checkup answer sent", "code": "the error code"}
 
 
+class ScreenFields(dict):
+    """Fields of what the screen showed: asking one only the reader knows raises NotVisible."""
+
+    def get(self, key, default=None):
+        if key not in self and key in INTERNAL_FIELDS:
+            raise NotVisible(f"{INTERNAL_FIELDS[key]} ({key}) is internal to the reader")
+        return super().get(key, default)
+
+
 class ScreenEvent(ReaderEvent):
     """An event derived from the screen: a field the screen cannot show is NotVisible, not None."""
 
@@ -418,7 +427,7 @@ class ScreenReader:
     def _append(self, kind: str, fields: dict[str, str], at_s: float) -> None:
         self._seq += 1
         ev = ScreenEvent(seq=self._seq, kind=kind, reader_ms=int((at_s - self._t0) * 1000),
-                         host_monotonic_s=at_s, fields=dict(fields))
+                         host_monotonic_s=at_s, fields=ScreenFields(fields))
         if len(self._history) == self._history.maxlen:
             self._base += 1
             self._cursor = max(self._cursor, self._base)
@@ -443,7 +452,7 @@ class ScreenReader:
                 log.debug("staff mode query failed: %s", exc)
         return ScreenState(id=shown.screen, buttons=self._buttons_shown(shown),
                            message=shown.verdict.message, mode=mode,
-                           fields={"screen": shown.screen, "since_s": f"{shown.since_s:.3f}"})
+                           fields=ScreenFields(screen=shown.screen, since_s=f"{shown.since_s:.3f}"))
 
     def _buttons_shown(self, shown: Shown) -> tuple[str, ...]:
         """The map's buttons whose labels were read on the screen, in the map's order (a reader
