@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.facehil-installed
 
-APT_PACKAGES := pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools gcc swig python3-dev python3-venv \
+APT_PACKAGES := pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools gcc g++ swig python3-dev python3-venv \
 	redis-server postgresql chromium fonts-dejavu-core fonts-noto-cjk util-linux \
 	tesseract-ocr-jpn libtesseract-dev libleptonica-dev pkg-config
 
