@@ -605,6 +605,7 @@ class Verdict:
     message: str = ""  # the key phrases read, spelled as the map spells them, joined by LF
     buttons: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)  # id -> box (panel px)
     elapsed_ms: float = 0.0
+    unread_buttons: int = 0  # button shapes seen whose label could not be read
 
     @property
     def found(self) -> bool:
@@ -709,13 +710,15 @@ class ScreenRecognizer:
             boxes.update(_by_display_order(spec, button_lines, labels_seen, boxes))
         if spec.keypad:
             boxes.update(_keypad_boxes(spec, lines, boxes))
+        shapes = [b for b in (button_lines or []) if _letters(b.text) not in keys]
+        unread = sum(1 for b in shapes if not any(_overlap(b.box, box) > 0.5 for box in boxes.values()))
         if best_s < FOUND_MIN_SCORE:
             state = "unknown"
         elif margin < FOUND_MIN_MARGIN or not (tmpl >= TEMPLATE_MIN_NCC):
             state = "ambiguous"
         else:
             state = "found"
-        return Verdict(state, best, best_s, second, margin, tmpl, message.strip("\n"), boxes)
+        return Verdict(state, best, best_s, second, margin, tmpl, message.strip("\n"), boxes, unread_buttons=unread)
 
     def _labels_seen(self, lines: list[OcrLine]) -> dict[str, tuple[int, int, int, int]]:
         """Button labels read, with the boxes they were read in: each line goes to the label it is

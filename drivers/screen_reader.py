@@ -456,9 +456,21 @@ class ScreenReader:
 
     def _buttons_shown(self, shown: Shown) -> tuple[str, ...]:
         """The map's buttons whose labels were read on the screen, in the map's order (a reader
-        that hides a button, e.g. PIN for a face-auth card, shows fewer)."""
+        that hides a button, e.g. PIN for a face-auth card, shows fewer). A button shape whose
+        label was misread sends the reader to fresh frames first (a glare moves)."""
         spec = self.map.screens.get(shown.screen)
-        return tuple(b for b in (spec.buttons if spec else ()) if b in shown.verdict.buttons)
+        read = dict(shown.verdict.buttons)
+        unread = shown.verdict.unread_buttons
+        for _ in range(3):
+            if not unread or self.grabber is None or threading.current_thread() is self._thread:
+                break
+            _, _, frame = self.grabber.latest()
+            v = self._recognizer.recognise(self.calibration.rectify(frame))
+            if not v.found or v.screen != shown.screen:
+                break
+            read.update(v.buttons)
+            unread = v.unread_buttons
+        return tuple(b for b in (spec.buttons if spec else ()) if b in read)
 
     # -- events -------------------------------------------------------------------------------
     def next_event(self, timeout_s: float) -> ReaderEvent:
