@@ -703,8 +703,18 @@ class ScreenRecognizer:
         spec = self.map.screens[best]
         message = "\n".join(h[1] for h in sorted(kept, key=lambda h: h[3])
                             if h[0] == best or h[1] in spec.also)
-        message = "\n".join(dict.fromkeys([message] + [a for a in spec.also if partial_similarity(
-            normalise(a), text)[0] >= PHRASE_MIN_SIMILARITY]))
+        # the screen's "also" phrases read, the likeliest one where two cover the same words
+        # (あと2回 / あと1回: one glyph apart, and the one that differs is the news)
+        also_read = []
+        for a in spec.also:
+            sim, start = partial_similarity(normalise(a), text)
+            if sim >= PHRASE_MIN_SIMILARITY:
+                also_read.append((sim, start, start + len(normalise(a)), a))
+        chosen: list[tuple[float, int, int, str]] = []
+        for hit in sorted(also_read, reverse=True):
+            if not any(hit[1] < c[2] and c[1] < hit[2] for c in chosen):
+                chosen.append(hit)
+        message = "\n".join(dict.fromkeys([message] + [c[3] for c in sorted(chosen, key=lambda c: c[1])]))
         boxes = {bid: labels_seen[label] for bid, label in {**spec.buttons, **spec.keypad}.items() if label in labels_seen}
         if button_lines is not None and len(boxes) < len(spec.buttons):
             boxes.update(_by_display_order(spec, button_lines, labels_seen, boxes))
