@@ -436,8 +436,8 @@ class ScreenReader:
 
     # -- queries ------------------------------------------------------------------------------
     def info(self) -> FirmwareInfo:
-        return FirmwareInfo(version="unknown (black box)", features=self.features, slot="", vendor="",
-                            model=self.map.model, protocol=0, fields={"adapter": "screen"})
+        """A screen shows no firmware version, features nor claims: those are the control port's."""
+        raise NotVisible("the reader's firmware version, features and claims (INFO) are the control port's")
 
     def screen(self) -> ScreenState:
         with self._cond:
