@@ -37,6 +37,8 @@ from typing import Any
 
 import pytest
 
+from drivers.station_auth import TOKEN_ENV as STATION_TOKEN_ENV
+
 log = logging.getLogger(__name__)
 
 PCSC_SOCKET_ENV = "PCSCLITE_CSOCK_NAME"
@@ -178,6 +180,7 @@ class StationSession:
         self._annotated = False
         self._made_safe = False
         self._previous_socket_env: str | None = os.environ.get(PCSC_SOCKET_ENV)
+        self._previous_token_env: str | None = os.environ.get(STATION_TOKEN_ENV)
         self._previous_sigterm: Any = None
 
     # -- the station --------------------------------------------------------------------------
@@ -479,10 +482,13 @@ class StationSession:
 
     # -- end of session -----------------------------------------------------------------------
     def close(self) -> None:
-        if self._previous_socket_env is None:
-            os.environ.pop(PCSC_SOCKET_ENV, None)
-        else:
-            os.environ[PCSC_SOCKET_ENV] = self._previous_socket_env
+        # what this session put in the environment must not reach a later session of this process
+        for name, before in ((PCSC_SOCKET_ENV, self._previous_socket_env),
+                             (STATION_TOKEN_ENV, self._previous_token_env)):
+            if before is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = before
         for name in ("_dut", "_rig"):
             dev = getattr(self, name)
             if dev is not None:

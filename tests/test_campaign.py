@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from drivers.station_auth import TOKEN_ENV
 from harness.campaign.compare import compare_runs
 from harness.campaign.metrics import summarize_run
 from harness.campaign.plan import parse_plan
@@ -172,6 +173,9 @@ def test_each_fault_is_caught_and_the_correct_reader_passes(station, cards, tmp_
     result = CliRunner().invoke(app, ["campaign", "run", "--station", str(station.path), "--plan", str(plan_file),
                                       "--db", db, "--report", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
+    # the station token was in this process's environment only while the devices were open:
+    # a later station started by this process must not inherit it (its ports would refuse us)
+    assert TOKEN_ENV not in os.environ
     with RecordStore(db) as store:
         correct = summarize_run(store, 1)
     assert {v["name"]: v["verdict"] for v in correct["verdicts"]} == \

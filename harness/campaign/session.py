@@ -54,14 +54,33 @@ def _station_token(station: Station) -> str | None:
 @contextmanager
 def open_devices(station: Station):
     """The reader under test and the rig of a station, closed whatever happens."""
-    from drivers.reader import ReaderError, open_reader
-    from drivers.rig import RigController, RigError
-
     if station.rig is None or station.dut is None or not station.dut.url:
         raise CampaignError(f"station {station.path} needs a [rig] and a [dut] with a url for a campaign")
     token = _station_token(station)
-    if token:  # the reader driver takes it from the environment (drivers/station_auth.py)
+    with _station_token_in_env(token):
+        yield from _open_devices(station, token)
+
+
+@contextmanager
+def _station_token_in_env(token: str | None):
+    """The reader driver takes the station token from the environment (drivers/station_auth.py);
+    put it there only while the devices are open, so no later station in this process inherits it."""
+    before = os.environ.get(TOKEN_ENV)
+    if token:
         os.environ[TOKEN_ENV] = token
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(TOKEN_ENV, None)
+        else:
+            os.environ[TOKEN_ENV] = before
+
+
+def _open_devices(station: Station, token: str | None):
+    from drivers.reader import ReaderError, open_reader
+    from drivers.rig import RigController, RigError
+
     rig = RigController(station.rig.url.serial_url, baudrate=station.rig.baudrate, timeout_s=station.rig.timeout_s,
                         token=token)
     try:
