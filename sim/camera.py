@@ -38,6 +38,7 @@ from harness.facedata import list_identities, resolve_faces
 from sim import camera_marker
 from sim.camera_scene import Display, Light, SceneError, SceneRenderer
 from sim.context import TOKEN_ENV, SimContext, StationError
+from sim.mjpeg import run_frame_clock
 
 log = logging.getLogger("sim.camera")
 
@@ -146,16 +147,7 @@ class Presenter:
 
     def run(self) -> None:
         """Frame clock: ticks at the frame rate while a stream client is connected."""
-        next_tick = time.monotonic()
-        while not self._stop.is_set():
-            if self.clients > 0:
-                self.produce()
-            next_tick += self.period_s
-            delay = next_tick - time.monotonic()
-            if delay < -self.period_s:  # fell behind (machine busy): do not burst to catch up
-                next_tick = time.monotonic()
-                delay = 0
-            self._stop.wait(max(0.0, delay))
+        run_frame_clock(self._stop, self.period_s, lambda: self.clients > 0, self.produce)
 
     def stop(self) -> None:
         self._stop.set()

@@ -34,6 +34,21 @@ SEND_BUFFER_BYTES = 64 * 1024
 FrameSource = Callable[[], "tuple[np.ndarray, dict[str, Any]]"]
 
 
+def run_frame_clock(stop: threading.Event, period_s: float, watched: Callable[[], bool],
+                    produce: Callable[[], object]) -> None:
+    """Tick at ``1/period_s`` until ``stop``: produce a frame on each tick while someone watches."""
+    next_tick = time.monotonic()
+    while not stop.is_set():
+        if watched():
+            produce()
+        next_tick += period_s
+        delay = next_tick - time.monotonic()
+        if delay < -period_s:  # fell behind (machine busy): do not burst to catch up
+            next_tick = time.monotonic()
+            delay = 0
+        stop.wait(max(0.0, delay))
+
+
 class FrameClock:
     """Produces and encodes frames at ``fps`` while someone watches; shared by all clients."""
 
@@ -89,16 +104,7 @@ class FrameClock:
                     "sent": list(self.sent)[-64:]}
 
     def run(self) -> None:
-        next_tick = time.monotonic()
-        while not self._stop.is_set():
-            if self.clients > 0:
-                self.produce()
-            next_tick += self.period_s
-            delay = next_tick - time.monotonic()
-            if delay < -self.period_s:  # fell behind (machine busy): do not burst to catch up
-                next_tick = time.monotonic()
-                delay = 0
-            self._stop.wait(max(0.0, delay))
+        run_frame_clock(self._stop, self.period_s, lambda: self.clients > 0, self.produce)
 
     def stop(self) -> None:
         self._stop.set()
