@@ -72,3 +72,52 @@ def faces_several():
     if source.low_fidelity:
         pytest.skip(NEEDS_SEVERAL)
     return source
+
+
+@pytest.fixture(scope="session")
+def station_runs():
+    """The pool of long station runs (tests/station_runs.py), shared by every module."""
+    from station_runs import StationRuns
+
+    runs = StationRuns()
+    yield runs
+    runs.close()
+
+
+@pytest.fixture(scope="session")
+def deck_template(tmp_path_factory):
+    """One generated deck, copied into every station run (each would generate the same one)."""
+    from harness.facedata import resolve_faces
+    from sim.card.deck import generate_deck
+    from sim.card.station import PLACER_DECK_SIZE
+
+    folder = tmp_path_factory.mktemp("deck") / "deck"
+    generate_deck(resolve_faces(), folder, count=PLACER_DECK_SIZE)
+    return folder
+
+
+NIGHTLY_CANARY = '''\
+"""Canary: fails on purpose with a deck card in the assertion, and logs the card."""
+import logging
+
+
+def test_canary_card_repr_in_a_failure(cards):
+    card = cards.pick("standard")
+    logging.getLogger("canary").warning("the canary's card: %r", card)
+    assert card.profile == "no-such-profile", f"canary: {card!r}"
+'''
+
+
+@pytest.fixture(scope="session")
+def nightly_run(station_runs, tmp_path_factory):
+    """Submits one whole nightly against the reference reader, with a canary scenario appended that
+    fails on purpose with a deck card in its assertion; read it with ``station_runs.result("nightly")``.
+    The secret scan reads what it left; the fault proofs take it as the correct reader's run."""
+    from station_runs import run_nightly
+
+    workdir = tmp_path_factory.mktemp("nightly")
+    canary = workdir / "canary" / "test_zz_canary.py"
+    canary.parent.mkdir()
+    canary.write_text(NIGHTLY_CANARY)
+    station_runs.submit("nightly", run_nightly, workdir, [canary])
+    return "nightly"

@@ -2,10 +2,11 @@
 
 For every flow, at least one deliberately faulty reader (`--faults`, the reference firmware with
 one fault switched on, hardware.md 6.11) runs the scenarios that should catch it; they must FAIL,
-for the reason the fault causes. The same scenarios run once against the correct reader and must
-PASS. Each run is a real pytest session with the facehil plugin and its own simulated station
-(private pcscd, card processes, rig, camera stream, eligibility service, reader), as `facehil run`
-would start it. The deck is generated once and copied into every station to save time.
+for the reason the fault causes. The same scenarios must PASS against the correct reader: in the
+session's whole nightly (tests/conftest.py). Each run is a real pytest session with the facehil
+plugin and its own simulated station (private pcscd, card processes, rig, camera stream,
+eligibility service, reader), as `facehil run` would start it; the runs go side by side in one
+pool (tests/station_runs.py). The deck is generated once and copied into every station.
 
 The faults of issue 11 (one per rule the notice asks of a reader) are independent of one another
 and each touches only its own scenario, so they share one faulty station (``group``): each
@@ -17,20 +18,15 @@ that judge those choices must pass against it too.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from station_runs import run_scenarios
 
 from harness.suites import scenarios_path
 
-RUN_TIMEOUT_S = 420
-
+# A test waits for its run in the shared pool (tests/station_runs.py), queued behind others.
+pytestmark = pytest.mark.timeout(900)
 
 @dataclass(frozen=True)
 class FaultCase:
@@ -112,82 +108,46 @@ VARIANT_SCENARIOS = (
 )
 
 
-@dataclass
-class Outcome:
-    status: str  # passed | failed | error | skipped
-    message: str
+def _tests_of(cases) -> tuple[str, ...]:
+    """The scenarios a run of these cases needs, in order: what must pass first, then what must fail."""
+    needs = tuple(dict.fromkeys(t for c in cases for t in c.needs))
+    return tuple(dict.fromkeys(needs + tuple(t for c in cases for t in c.tests)))
 
 
-def _outcomes(junit: Path) -> dict[str, Outcome]:
-    """JUnit XML -> {'test_file.py::test_name[param]': Outcome}."""
-    out = {}
-    for case in ET.parse(junit).getroot().iter("testcase"):
-        module = case.get("classname", "").rsplit(".", 1)[-1]
-        nodeid = f"{module}.py::{case.get('name')}"
-        status, message = "passed", ""
-        for tag in ("failure", "error", "skipped"):
-            el = case.find(tag)
-            if el is not None:
-                status = {"failure": "failed"}.get(tag, tag if tag == "error" else "skipped")
-                message = f"{el.get('message', '')}\n{el.text or ''}"
-                break
-        out[nodeid] = Outcome(status, message)
-    return out
+def _faults_of(cases) -> str:
+    return ",".join(dict.fromkeys(c.fault for c in cases))
 
 
 @pytest.fixture(scope="module")
-def deck_template(tmp_path_factory):
-    """One generated deck, copied into every station (the stations would each generate the same one)."""
-    from harness.facedata import resolve_faces
-    from sim.card.deck import generate_deck
-    from sim.card.station import PLACER_DECK_SIZE
+def fault_runs(station_runs, nightly_run, deck_template, tmp_path_factory):
+    """Submits every run of this module to the session's pool (tests/station_runs.py), longest
+    first, after the nightly; each test waits for the runs it judges."""
+    def submit(name: str, tests: tuple[str, ...], **kwargs) -> None:
+        if name not in station_runs:
+            station_runs.submit(name, run_scenarios, tests, tmp_path_factory.mktemp(name), deck_template, **kwargs)
 
-    folder = tmp_path_factory.mktemp("deck") / "deck"
-    generate_deck(resolve_faces(), folder, count=PLACER_DECK_SIZE)
-    return folder
-
-
-def run_scenarios(tests: tuple[str, ...], workdir: Path, deck: Path, faults: str | None = None,
-                  variant: str | None = None, adapter: str | None = None) -> dict[str, Outcome]:
-    """Run these scenarios in a pytest subprocess with the facehil plugin; its own simulated station."""
-    state_dir = workdir / "station"
-    shutil.copytree(deck, state_dir / "deck")
-    junit = workdir / "junit.xml"
-    root = scenarios_path()
-    cmd = [sys.executable, "-m", "pytest", *(str(root / t) for t in tests), "-p", "no:cacheprovider", "-q",
-           f"--junitxml={junit}", "--sim-state-dir", str(state_dir)]
-    if faults:
-        cmd += ["--faults", faults]
-    if adapter:
-        cmd += ["--sim-adapter", adapter]  # screen: the reader seen through its camera, tapped by the finger
-    env = {k: v for k, v in os.environ.items() if k != "PCSCLITE_CSOCK_NAME"}  # the station brings its own
-    env.pop("FACEHIL_READER_VARIANT", None)
-    if variant:
-        env["FACEHIL_READER_VARIANT"] = variant  # sim/reader/station.py hands it to the reader
-    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        output, _ = proc.communicate(timeout=RUN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.terminate()  # SIGTERM: the plugin stops its station (SIGKILL would orphan it)
-        output, _ = proc.communicate(timeout=60)
-    (workdir / "pytest.log").write_text(output)
-    if not junit.exists():
-        pytest.fail(f"the scenario run produced no results (exit {proc.returncode}):\n{output[-4000:]}")
-    outcomes = _outcomes(junit)
-    missing = [t for t in tests if t not in outcomes]
-    assert not missing, f"not run: {missing}; see {workdir / 'pytest.log'}"
-    return outcomes
+    submit("faulty-issue11", _tests_of(RUNS["issue11"]), faults=_faults_of(RUNS["issue11"]))
+    screen_tests = _tests_of(SCREEN_CASES)
+    submit("screen-reference", screen_tests, adapter="screen")
+    submit("screen-faulty", screen_tests, faults=_faults_of(SCREEN_CASES), adapter="screen")
+    submit("other-variant", VARIANT_SCENARIOS, variant=OTHER_VARIANT)
+    for run, cases in RUNS.items():
+        submit(f"faulty-{run}", _tests_of(cases), faults=_faults_of(cases))
+    return station_runs
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory, deck_template):
-    """Every scenario used below, once, against the correct reference reader."""
-    tests = tuple(dict.fromkeys(t for case in CASES for t in case.needs + case.tests))
-    return run_scenarios(tests, tmp_path_factory.mktemp("reference"), deck_template)
+def reference_run(fault_runs, nightly_run):
+    """The correct reference reader's outcomes: the session's whole nightly (tests/conftest.py)."""
+    return fault_runs.result(nightly_run).outcomes
 
 
 def test_scenarios_pass_against_the_reference_reader(reference_run):
-    bad = {t: o for t, o in reference_run.items() if o.status != "passed"}
+    """Every scenario a fault case uses passes in the nightly against the correct reader."""
+    used = _tests_of(CASES)
+    missing = [t for t in used if t not in reference_run]
+    assert not missing, f"not in the nightly: {missing}"
+    bad = {t: reference_run[t] for t in used if reference_run[t].status != "passed"}
     assert not bad, "\n".join(f"{t}: {o.status}: {o.message[-1500:]}" for t, o in bad.items())
 
 
@@ -202,15 +162,14 @@ def test_every_flow_has_a_fault_case():
 
 
 @pytest.mark.parametrize("run", list(RUNS))
-def test_faulty_reader_is_caught(run, tmp_path, deck_template, reference_run):
+def test_faulty_reader_is_caught(run, fault_runs, reference_run):
     cases = RUNS[run]
     needs = tuple(dict.fromkeys(t for c in cases for t in c.needs))
-    tests = tuple(dict.fromkeys(t for c in cases for t in c.tests))
-    for t in needs + tests:  # they pass against the reference (else a failure proves nothing)
+    for t in _tests_of(cases):  # they pass against the reference (else a failure proves nothing)
         assert reference_run[t].status == "passed", f"{t} does not pass against the reference reader"
-    faults = ",".join(dict.fromkeys(c.fault for c in cases))
-    outcomes = run_scenarios(needs + tests, tmp_path, deck_template, faults=faults)
-    log = (tmp_path / "pytest.log").read_text()[-4000:]
+    faults = _faults_of(cases)
+    outcomes = fault_runs.result(f"faulty-{run}")
+    log = outcomes.log[-4000:]
     for t in needs:
         assert outcomes[t].status == "passed", f"with faults {faults}, {t} {outcomes[t].status}:\n{log}"
     problems = []  # every case of the run is judged, not just the first that goes wrong
@@ -225,9 +184,9 @@ def test_faulty_reader_is_caught(run, tmp_path, deck_template, reference_run):
     assert not problems, "\n".join(problems) + f"\n{log}"
 
 
-def test_scenarios_pass_against_the_other_variant(tmp_path, deck_template):
+def test_scenarios_pass_against_the_other_variant(fault_runs):
     """The notice leaves these choices open: a reader that makes the other choice must pass too."""
-    outcomes = run_scenarios(VARIANT_SCENARIOS, tmp_path, deck_template, variant=OTHER_VARIANT)
+    outcomes = fault_runs.result("other-variant")
     bad = {t: o for t, o in outcomes.items() if o.status != "passed"}
     assert not bad, "\n".join(f"{t}: {o.status}: {o.message[-1500:]}" for t, o in bad.items())
 
@@ -268,16 +227,14 @@ def test_every_fault_is_proven_through_the_screen_or_listed_invisible():
     assert not through_screen & set(INVISIBLE_ON_SCREEN)
 
 
-def test_faulty_reader_is_caught_through_the_screen(tmp_path, deck_template):
+def test_faulty_reader_is_caught_through_the_screen(fault_runs):
     """Against the correct reader, through its screen, the scenarios pass; with the fault they fail
     for its reason: the screen path catches what the control port catches, where it shows."""
-    tests = tuple(dict.fromkeys(t for c in SCREEN_CASES for t in c.tests))
-    reference = run_scenarios(tests, tmp_path / "reference", deck_template, adapter="screen")
+    reference = fault_runs.result("screen-reference")
     bad = {t: o for t, o in reference.items() if o.status != "passed"}
     assert not bad, "through the screen, against the reference reader:\n" + "\n".join(
         f"{t}: {o.status}: {o.message[-1500:]}" for t, o in bad.items())
-    faults = ",".join(dict.fromkeys(c.fault for c in SCREEN_CASES))
-    outcomes = run_scenarios(tests, tmp_path / "faulty", deck_template, faults=faults, adapter="screen")
+    outcomes = fault_runs.result("screen-faulty")
     for case in SCREEN_CASES:
         for t in case.tests:
             o = outcomes[t]

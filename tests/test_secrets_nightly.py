@@ -1,8 +1,9 @@
 """A whole nightly run leaves no card secret and no face image in its logs, records or report.
 
-One `facehil run nightly` on the simulated station (its station folder kept, so the logs of
-every station process can be read), with one canary scenario appended that fails on purpose
-with a deck card in its assertion and logs the card: pytest then carries the card's repr into
+The session's one `facehil run nightly` on the simulated station (``nightly_run`` in
+tests/conftest.py: its station folder kept, so the logs of every station process can be read),
+with one canary scenario appended that fails on purpose with a deck card in its assertion and
+logs the card: pytest then carries the card's repr into
 the failure text, the captured log, the records database and the report. Afterwards every log
 file, every column of every table of the records database, the terminal output and every file
 of the HTML report are searched for each persona's PIN, signing password, security code,
@@ -13,16 +14,12 @@ base64 forms, and images embedded as data URIs.
 from __future__ import annotations
 
 import base64
-import io
 import re
 import sqlite3
-import textwrap
 from pathlib import Path
 
 import pytest
-from rich.console import Console
 
-from harness.commands.run import RunOptions, run_suite
 
 # Signatures of JPEG and JPEG 2000 files (long enough not to occur by chance).
 IMAGE_MAGIC = {
@@ -34,18 +31,6 @@ IMAGE_MAGIC = {
     "J2K codestream": b"\xff\x4f\xff\x51",
 }
 DATA_URI = re.compile(rb"data:([\w/+.-]+);base64,([A-Za-z0-9+/=\s]+)")
-CANARY = textwrap.dedent('''
-    """Canary: fails on purpose with a deck card in the assertion, and logs the card."""
-    import logging
-
-
-    def test_canary_card_repr_in_a_failure(cards):
-        card = cards.pick("standard")
-        logging.getLogger("canary").warning("the canary's card: %r", card)
-        assert card.profile == "no-such-profile", f"canary: {card!r}"
-''')
-
-
 def base64_forms(magic: bytes) -> list[bytes]:
     """The base64 characters that ``magic`` fixes, at each of the three byte alignments."""
     out = []
@@ -159,19 +144,10 @@ def test_scan_finds_what_it_looks_for(tmp_path):
 
 
 @pytest.mark.timeout(900)
-def test_nightly_run_leaks_no_secret_and_no_face_image(tmp_path):
-    state = tmp_path / "station"
-    report = tmp_path / "report"
-    db = tmp_path / "runs.sqlite"
-    canary = tmp_path / "canary" / "test_zz_canary.py"
-    canary.parent.mkdir()
-    canary.write_text(CANARY)
-    terminal = io.StringIO()
-    result = run_suite(RunOptions(suite="nightly", db=f"sqlite:///{db}", report_dir=report,
-                                  log_path=tmp_path / "pytest.log",
-                                  extra_args=[str(canary), "--sim-state-dir", str(state)]),
-                       out=Console(file=terminal, width=200))
-    log_text = (tmp_path / "pytest.log").read_text(errors="replace")
+def test_nightly_run_leaks_no_secret_and_no_face_image(station_runs, nightly_run):
+    run = station_runs.result(nightly_run)  # tests/conftest.py: the session's nightly, with its canary
+    state, report, db, result = run.state, run.report, run.db, run.result
+    log_text = run.log.read_text(errors="replace")
     # The run is whole (every scenario ran; how each ended is other tests' business) and the
     # canary's failure, with the card's repr, reached the records.
     assert sum(result.counts.values()) >= 80 and result.counts["passed"] > 50, (result.counts, log_text[-3000:])
@@ -184,11 +160,11 @@ def test_nightly_run_leaks_no_secret_and_no_face_image(tmp_path):
     patterns, needles = secret_patterns(secrets), image_needles()
     problems: list[str] = []
     logs = [p for p in (state / "logs", state / "logs.previous") if p.is_dir()]
-    log_files = [tmp_path / "pytest.log"] + [f for d in logs for f in sorted(d.rglob("*")) if f.is_file()]
+    log_files = [run.log] + [f for d in logs for f in sorted(d.rglob("*")) if f.is_file()]
     assert len(log_files) >= 5, log_files  # pcscd, cards, rig, camera, reader...
     for f in log_files:
-        problems += scan(f.read_bytes(), f"log {f.relative_to(tmp_path)}", patterns, needles)
-    problems += scan(terminal.getvalue().encode(), "terminal output", patterns, needles)
+        problems += scan(f.read_bytes(), f"log {f.relative_to(run.workdir)}", patterns, needles)
+    problems += scan(run.terminal.encode(), "terminal output", patterns, needles)
     db_problems, cells = scan_database(db, patterns, needles)
     problems += db_problems
     assert cells > 100
