@@ -21,6 +21,7 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import tomllib
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -41,6 +42,8 @@ RECORDING_PLUGIN_NAME = "facehil-recording"
 # the session's exit status when a finished scenario could not be written to the records DB;
 # above pytest's own codes (0-5) so that a fleet worker and a shell can tell it apart
 RECORDS_LOST_EXIT = 6
+WRITE_TIMEOUT_ENV = "FACEHIL_DB_WRITE_TIMEOUT_S"
+DEFAULT_WRITE_TIMEOUT_S = 30.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -312,13 +315,48 @@ def _utc(ts: float | None) -> datetime | None:
     return datetime.fromtimestamp(ts, timezone.utc) if ts else None
 
 
+def write_timeout_s() -> float:
+    """FACEHIL_DB_WRITE_TIMEOUT_S or 30: how long one write to the records database may take."""
+    raw = os.environ.get(WRITE_TIMEOUT_ENV)
+    try:
+        return max(0.5, float(raw)) if raw else DEFAULT_WRITE_TIMEOUT_S
+    except ValueError:
+        log.error("%s must be a number of seconds, got %r: using %.0f s", WRITE_TIMEOUT_ENV, raw,
+                  DEFAULT_WRITE_TIMEOUT_S)
+        return DEFAULT_WRITE_TIMEOUT_S
+
+
+class BoundedCall:
+    """One database call on a daemon thread of its own, waited for at most a deadline. A paused
+    server (SIGSTOP: its kernel still acknowledges every packet) never answers an open connection,
+    and libpq has no client-side timeout; the run must go on, and say what it could not write."""
+
+    def __init__(self, fn, *args: Any, **kwargs: Any):
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.value: Any = None
+        threading.Thread(target=self._run, args=(fn, args, kwargs), name="facehil-records-write", daemon=True).start()
+
+    def _run(self, fn, args, kwargs) -> None:
+        try:
+            self.value = fn(*args, **kwargs)
+        except BaseException as exc:  # handed to the waiting caller
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def wait(self, timeout_s: float) -> bool:
+        return self.done.wait(timeout_s)
+
+
 class RecordingPlugin:
     """Writes one run and its scenarios into a RecordStore.
 
-    A scenario that cannot be written (the database went away) is kept and written again
-    before the next scenario and at the end of the session; one still unwritten at the end is
-    *lost*: it is named in the summary and the session exits RECORDS_LOST_EXIT, so a run with a
-    gap in its records never passes."""
+    A scenario that cannot be written (the database went away, or does not answer within
+    FACEHIL_DB_WRITE_TIMEOUT_S) is kept and written again before the next scenario and at the end
+    of the session; one still unwritten at the end is *lost*: it is named in the summary and the
+    session exits RECORDS_LOST_EXIT, so a run with a gap in its records never passes. Writes are
+    bounded (BoundedCall): a database that stops answering cannot hang the run."""
 
     def __init__(self, config: pytest.Config, store, suite: str, heartbeat_interval_s: float = 30.0):
         self.config, self.store, self.suite = config, store, suite
@@ -330,10 +368,22 @@ class RecordingPlugin:
         self._unsent: list = []  # ScenarioResults not yet in the database, oldest first
         self._refused: list[str] = []  # node ids the database refused (bad data: retrying cannot help)
         self.lost: list[str] = []  # node ids never recorded (final at session finish)
+        self._write_timeout_s = write_timeout_s()
+        self._inflight: BoundedCall | None = None  # the write of _unsent[0], when it has not returned
+        self._stalled = False  # that write outlived its deadline: the database does not answer
 
     def annotate(self, **fields: Any) -> None:
-        if self.run_id is not None:
-            self.store.annotate_run(self.run_id, **fields)
+        if self.run_id is None:
+            return
+        if self._stalled:
+            log.error("run %s not annotated: the records database does not answer", self.run_id)
+            return
+        call = BoundedCall(self.store.annotate_run, self.run_id, **fields)
+        if not call.wait(self._write_timeout_s):
+            log.error("run %s not annotated: the records database did not answer in %.0f s", self.run_id,
+                      self._write_timeout_s)
+        elif call.error is not None:
+            raise call.error
 
     def is_unsent(self, nodeid: str) -> bool:
         return nodeid in self._refused or any(r.nodeid == nodeid for r in self._unsent)
@@ -368,17 +418,30 @@ class RecordingPlugin:
             longrepr=_summary(phases), measurements=payload.get("measurements", []),
             face_matches=payload.get("face_matches", []))
 
-    def _flush(self) -> bool:
+    def _flush(self, final: bool = False) -> bool:
         """Write the unsent scenarios in order; stop at the first failure that may pass later
-        (the database is away). One the database refuses is lost at once, not retried: it
-        must not hold back the scenarios after it."""
+        (the database is away, or its write has not returned). One the database refuses is lost at
+        once, not retried: it must not hold back the scenarios after it. A write that outlived its
+        deadline is not sent again while it may still land (no duplicate); it is looked at again
+        at the next flush, and waited for once more at the end."""
         from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
         while self._unsent:
             result = self._unsent[0]
-            try:
-                self.store.record_scenario(self.run_id, result)
-            except Exception as exc:  # the run goes on; written later, or named as lost at the end
+            if self._inflight is None:
+                self._inflight, wait_s = BoundedCall(self.store.record_scenario, self.run_id, result), \
+                    self._write_timeout_s
+            else:
+                wait_s = self._write_timeout_s if final or not self._stalled else 0.0
+            if not self._inflight.wait(wait_s):
+                if not self._stalled:
+                    log.error("could not record %s (%d scenario(s) waiting): the records database did not answer "
+                              "in %.0f s", result.nodeid, len(self._unsent), self._write_timeout_s)
+                self._stalled = True
+                return False
+            call, self._inflight, self._stalled = self._inflight, None, False
+            exc = call.error
+            if exc is not None:  # the run goes on; written later, or named as lost at the end
                 away = isinstance(exc, (OperationalError, InterfaceError, OSError)) \
                     or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
                 if not away:
@@ -399,7 +462,7 @@ class RecordingPlugin:
             self._heartbeat.stop()
         if self.run_id is None:
             return
-        self._flush()
+        self._flush(final=True)
         self.lost = self._refused + [r.nodeid for r in self._unsent]
         code = int(session.exitstatus)
         status = {0: "passed", 1: "failed", 2: "aborted", 3: "aborted"}.get(code, "failed")
@@ -410,10 +473,16 @@ class RecordingPlugin:
             status = "aborted" if status == "aborted" else "failed"
             reason = "; ".join(filter(None, [reason, f"{len(self.lost)} scenario(s) not recorded: "
                                                      f"{', '.join(self.lost)}"]))
-        try:
-            self.store.finish_run(self.run_id, status, exit_status=code, reason=reason)
-        except Exception as exc:  # left 'running': the next open of the database marks it aborted
-            log.error("could not finish run %s: %s", self.run_id, exc)
+        # left 'running' when this fails: the next open of the database marks it aborted
+        if self._stalled:
+            log.error("could not finish run %s: the records database does not answer", self.run_id)
+            return
+        call = BoundedCall(self.store.finish_run, self.run_id, status, exit_status=code, reason=reason)
+        if not call.wait(self._write_timeout_s):
+            log.error("could not finish run %s: the records database did not answer in %.0f s", self.run_id,
+                      self._write_timeout_s)
+        elif call.error is not None:
+            log.error("could not finish run %s: %s", self.run_id, call.error)
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus, config):
         from harness.records import mask_url
@@ -427,4 +496,6 @@ class RecordingPlugin:
                                         f"{RECORDS_LOST_EXIT}", red=True)
 
     def pytest_unconfigure(self, config):
+        if self._stalled:  # a write still hangs on its connection: leave it to the daemon thread
+            return
         self.store.close()

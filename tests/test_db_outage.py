@@ -31,7 +31,7 @@ from harness.fleet import BrokerSettings
 from harness.fleet_db import FleetDB
 from harness.fleet_worker import JobRunner, WorkerConfig, file_sha256
 from harness.records import CONNECT_TIMEOUT_ENV, RecordsError, RecordStore
-from harness.recording import RECORDS_LOST_EXIT
+from harness.recording import RECORDS_LOST_EXIT, WRITE_TIMEOUT_ENV
 from harness.suites import SUITES, Suite
 from pgcluster import PgCluster, find_pg_bin, start_cluster
 
@@ -46,15 +46,20 @@ class OutageCluster:
         self.stopped = False
         self.paused: list[psutil.Process] = []
 
-    def _processes(self) -> list[psutil.Process]:
-        pid = int((self.cluster.data_dir / "postmaster.pid").read_text().split()[0])
-        postmaster = psutil.Process(pid)
-        return [postmaster, *postmaster.children(recursive=True)]
+    def _postmaster(self) -> psutil.Process:
+        return psutil.Process(int((self.cluster.data_dir / "postmaster.pid").read_text().split()[0]))
 
     def pause(self) -> None:
-        """SIGSTOP the postmaster first (no new backends), then every backend and helper."""
-        for p in self._processes():
-            p.suspend()
+        """SIGSTOP the postmaster first (no new backends), then every backend and helper it has
+        then; one that exits meanwhile (a closing connection's backend) needs no pausing."""
+        postmaster = self._postmaster()
+        postmaster.suspend()
+        self.paused.append(postmaster)
+        for p in postmaster.children(recursive=True):
+            try:
+                p.suspend()
+            except psutil.NoSuchProcess:
+                continue
             self.paused.append(p)
 
     def resume(self) -> None:
@@ -216,6 +221,75 @@ def test_connect_to_a_paused_database_times_out(outage, monkeypatch):
     assert not opener.is_alive(), "opening a store on a paused database hung (no connect timeout)"
     assert "error" in box and "timeout" in str(box["error"]).lower(), box
     assert box["elapsed_s"] < 8, box
+
+
+PAUSED_SUITE = """
+import os, pathlib, time
+
+GATES = pathlib.Path(os.environ["OUTAGE_GATES"])
+
+def test_a_before():
+    pass
+
+def test_b_paused():
+    deadline = time.monotonic() + 120
+    while not (GATES / "b").exists():
+        assert time.monotonic() < deadline, "gate b never opened"
+        time.sleep(0.05)
+
+def test_c_paused():
+    pass
+"""
+
+
+def test_run_through_a_paused_database_ends_and_names_what_it_lost(outage, tmp_path, monkeypatch):
+    """A database that stops answering an open connection (SIGSTOP) cannot hang a stand-alone run:
+    each write is bounded (FACEHIL_DB_WRITE_TIMEOUT_S), the run ends, exits RECORDS_LOST_EXIT and
+    names the scenarios it could not write; what was written before the pause is kept, once."""
+    root = tmp_path / "suite"
+    root.mkdir()
+    (root / "test_paused.py").write_text(PAUSED_SUITE)
+    monkeypatch.setitem(SUITES, "paused", Suite(name="paused", description="paused", files=("test_paused.py",),
+                                                root=root))
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    monkeypatch.setenv("OUTAGE_GATES", str(gates))
+    monkeypatch.setenv(WRITE_TIMEOUT_ENV, "2")
+    url = outage.cluster.create_database()
+    journal = tmp_path / "results.jsonl"
+    out = io.StringIO()
+    box: dict = {}
+    runner = threading.Thread(target=lambda: box.update(result=run_suite(
+        RunOptions(suite="paused", db=url, log_path=tmp_path / "pytest.log", results_path=journal),
+        out=Console(file=out, width=400))), daemon=True)
+    runner.start()
+    try:
+        wait_until(lambda: "test_a_before" in _journal(journal), 60, "the first scenario to finish")
+        outage.pause()
+        paused_at = time.monotonic()
+        (gates / "b").touch()
+        runner.join(timeout=60)
+        ended_after_s = time.monotonic() - paused_at
+        assert not runner.is_alive(), f"the run hung on the paused database:\n{out.getvalue()}"
+    finally:
+        (gates / "b").touch()
+        outage.resume()
+        runner.join(timeout=60)
+    result, text_out = box["result"], out.getvalue()
+    assert result.exit_code == RECORDS_LOST_EXIT, text_out
+    assert [n.rsplit("::", 1)[-1] for n in result.lost] == ["test_b_paused", "test_c_paused"], result.lost
+    for nodeid in result.lost:
+        assert f"NOT RECORDED: {nodeid}" in text_out
+    probe = create_engine(url, poolclass=NullPool)
+    try:
+        with probe.connect() as c:
+            names = [n.rsplit("::", 1)[-1] for n in c.execute(text("SELECT nodeid FROM scenarios ORDER BY id")).scalars()]
+    finally:
+        probe.dispose()
+    assert names == ["test_a_before"], names
+    # three bounded waits at most (b, the final retry of b, the run's finish): not a hang
+    print(f"the run ended {ended_after_s:.1f} s after the database paused")
+    assert ended_after_s < 30, ended_after_s
 
 
 def test_paused_database_kills_the_suite_before_its_lease_runs_out(outage, tmp_path, monkeypatch):
