@@ -15,6 +15,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from drivers.station_auth import authenticate_socket
 from sim.context import TOKEN_ENV
 from sim.rig_model import Coupling
 
@@ -120,9 +121,10 @@ class SupplyLink:
         line = b"POWER ON\n" if on else b"POWER OFF\n"
         try:
             with socket.create_connection(target, timeout=LINK_TIMEOUT_S) as s:
+                authenticate_socket(s, f"reader supply {target[0]}:{target[1]}", timeout_s=LINK_TIMEOUT_S)
                 s.sendall(line)
                 reply = _read_line(s)
-        except OSError as exc:
+        except OSError as exc:  # StationAuthError too
             raise LinkError(f"reader supply {target[0]}:{target[1]}: {exc}") from exc
         if not reply.startswith("OK"):
             raise LinkError(f"reader supply refused {line.decode().strip()}: {reply or 'no reply'}")

@@ -146,8 +146,13 @@ def _fitting_cards(station, deck, shift: float, frames: Path) -> tuple[list[str]
 
 
 def _faults(station, names: str) -> None:
+    """Flash a faulty build: FAULTS on the reader's supply port, with the station's token."""
+    from drivers.station_auth import authenticate_socket
+    from sim.station import read_station_token
+
     host, port = station.dut.extra["supply"].rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=5) as conn:
+        assert authenticate_socket(conn, "supply port", token=read_station_token(station.state_dir))
         conn.sendall(f"FAULTS {names}\n".encode())
         reply = conn.makefile().readline()
     assert reply.startswith("OK"), reply

@@ -440,3 +440,29 @@ def test_seen_event_numbers_are_bounded_and_duplicates_still_dropped(scripted):
     dev.events([1, 2], boot_id="b2")  # a new boot still restarts the numbering
     _settle(dut, 2)
     assert [e.seq for e in dut.history()][-2:] == [1, 2]
+
+
+def test_supply_port_takes_commands_only_after_the_station_token(tmp_path, fwdir, monkeypatch):
+    """hardware.md 9.1: with a station token, a connection without ``AUTH <token>`` first cannot cut
+    the reader's power or make it faulty; the rig's relay (sim/rig_links.py) sends the token."""
+    from drivers.station_auth import TOKEN_ENV, authenticate_socket
+    from sim.rig_links import SupplyLink
+
+    monkeypatch.setenv(TOKEN_ENV, "supply-secret")
+    sim, _ = make_reader(tmp_path, fwdir, card=CardData(FACE_AUTH, b"c", None, b"p"))
+    _wait_booted(sim)
+    target = (sim.supply.host, sim.supply.port)
+    for first in (b"POWER OFF\n", b"AUTH wrong-token\n", b"AUTH\n"):
+        with socket.create_connection(target, timeout=2) as s:
+            s.sendall(first + b"FAULTS offer_pin_to_face_auth\n")
+            f = s.makefile("rb")
+            assert f.readline() == b"AUTH REFUSED\n", first
+            assert f.readline() == b"", "the connection stays open after a refused token"
+    assert sim.device.powered and not sim.device.faults.active(), "a refused connection changed the reader"
+    with socket.create_connection(target, timeout=2) as s:
+        assert authenticate_socket(s, "supply port")
+        s.sendall(b"STATUS\n")
+        assert s.makefile("rb").readline().startswith(b"OK power=on booted=1")
+    assert SupplyLink(f"{target[0]}:{target[1]}").switch(False) == "ok"
+    assert not sim.device.powered
+    sim.stop()

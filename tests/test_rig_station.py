@@ -111,9 +111,13 @@ def test_the_rig_sees_and_touches_the_readers_screen(station):
             rig.remove_card(2000)
 
 
-def _supply_status(address: str) -> dict[str, str]:
+def _supply_status(address: str, state_dir) -> dict[str, str]:
+    from drivers.station_auth import authenticate_socket
+    from sim.station import read_station_token
+
     host, _, port = address.strip().rpartition(":")
     with socket.create_connection((host, int(port)), timeout=5) as s:
+        authenticate_socket(s, "supply port", token=read_station_token(state_dir))  # hardware.md 9.1
         s.sendall(b"STATUS\n")
         reply = s.makefile("rb").readline().decode().split()
     assert reply and reply[0] == "OK", reply
@@ -127,9 +131,9 @@ def test_power_relay_switches_the_simulated_reader(station):
     address = addr_file.read_text()
     with RigController(station.rig.url.serial_url) as rig:
         assert rig.command("POWER OFF").fields["supply"] == "ok"
-        assert _supply_status(address)["power"] == "off"
+        assert _supply_status(address, station.station.state_dir)["power"] == "off"
         assert rig.command("POWER ON").fields["supply"] == "ok"
-        assert _supply_status(address)["power"] == "on"
+        assert _supply_status(address, station.station.state_dir)["power"] == "on"
         assert rig.health().ok
 
 

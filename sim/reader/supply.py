@@ -6,13 +6,22 @@ One ASCII line per command, one reply line:
 * ``STATUS`` -> ``OK power=on|off booted=0|1 fw=<version>``;
 * ``FAULTS <name,...>|none`` -> ``OK faults=<names>`` (simulator only: make it a faulty reader);
 * anything else -> ``ERR <reason>``.
+
+With a station token (``FACEHIL_STATION_TOKEN``, as every station process has it) the first line
+of a connection must be ``AUTH <token>`` (-> ``AUTH OK``); anything else gets ``AUTH REFUSED`` and
+the connection is closed (hardware.md 9.1): a stray local program cannot cut the reader's power or
+make it faulty.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
+import os
 import socket
 import threading
+
+from sim.context import TOKEN_ENV
 
 from sim.reader.device import ReaderDevice
 from sim.reader.flow import Faults
@@ -21,8 +30,9 @@ log = logging.getLogger(__name__)
 
 
 class SupplyPort:
-    def __init__(self, device: ReaderDevice, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, device: ReaderDevice, host: str = "127.0.0.1", port: int = 0, token: str | None = None):
         self.device = device
+        self.token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
         self.listener = socket.create_server((host, port))
         self.host, self.port = self.listener.getsockname()[:2]
         self._stop = threading.Event()
@@ -47,8 +57,14 @@ class SupplyPort:
                 return
             threading.Thread(target=self._client, args=(conn,), daemon=True).start()
 
+    def _authorised(self, line: bytes) -> bool:
+        words = line.strip().split()
+        return (len(words) == 2 and words[0] == b"AUTH" and self.token is not None
+                and hmac.compare_digest(words[1], self.token.encode()))
+
     def _client(self, conn: socket.socket) -> None:
         conn.settimeout(30.0)
+        authed = self.token is None
         buf = b""
         with conn:
             while not self._stop.is_set():
@@ -64,6 +80,13 @@ class SupplyPort:
                     conn.sendall(b"ERR line too long\n")
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
+                    if not authed:
+                        authed = self._authorised(line)
+                        conn.sendall(b"AUTH OK\n" if authed else b"AUTH REFUSED\n")
+                        if not authed:
+                            log.warning("supply port: a connection without a valid AUTH line was refused")
+                            return
+                        continue
                     reply = self.handle(line.decode("ascii", "replace").strip())
                     try:
                         conn.sendall(reply.encode("ascii", "replace") + b"\n")
