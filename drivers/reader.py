@@ -45,6 +45,16 @@ SEQ_MAX = 65535
 HISTORY_MAX_EVENTS = 10_000
 SEEN_EVSEQ_WINDOW = 4096
 ENTRY_POINT_GROUP = "facehil.reader_adapters"
+# What an adapter can tell or do beyond the screens and buttons a patient meets. An adapter class
+# lists its own in ``capabilities`` (one that lists none is a control port: it has them all); a
+# scenario that needs one is marked ``requires(<name>)`` and skips, naming it, on an adapter without.
+READER_CAPABILITIES: dict[str, str] = {
+    "reader_info": "the reader's firmware version, features and claims (INFO on a control port)",
+    "reader_events": "the reader's internal events: face attempts and scores, PIN tries left, error codes, "
+                     "alarms, registration results, what staff are shown, transaction ids",
+    "firmware_update": "firmware upload, commit and reboot through a control port",
+    "raw_pin": "a PIN sent as any string on any screen (a panel's keypad takes only its digits, on its PIN screen)",
+}
 _SAFE = "-._~,:/+=@!*"  # left as is by quote(); everything else (space, %, non-ASCII) is %XX
 
 
@@ -234,7 +244,7 @@ class ReaderUnderTest(Protocol):
 
     # patient actions
     def press(self, button_id: str) -> None: ...
-    def enter_pin(self, digits: str) -> None: ...
+    def enter_pin(self, digits: str) -> float | None: ...  # when the reader had the whole PIN, if after the call
 
     # staff actions
     def staff_visual_mode(self) -> None: ...
@@ -254,6 +264,12 @@ class ReaderUnderTest(Protocol):
 # ---------------------------------------------------------------------------------------------
 # Adapters: registry and loader
 # ---------------------------------------------------------------------------------------------
+
+def adapter_capabilities(adapter: type | object) -> frozenset[str]:
+    """The READER_CAPABILITIES an adapter (class or instance) has: its ``capabilities``, else all."""
+    declared = getattr(adapter, "capabilities", None)
+    return frozenset(READER_CAPABILITIES) if declared is None else frozenset(declared)
+
 
 def available_adapters() -> dict[str, metadata.EntryPoint]:
     return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}

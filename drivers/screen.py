@@ -21,7 +21,7 @@ import time
 import tomllib
 import unicodedata
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
@@ -767,28 +767,37 @@ def _by_display_order(spec: ScreenSpec, shapes: list[OcrLine], labels_seen: dict
 
 def _keypad_boxes(spec: ScreenSpec, lines: list[OcrLine],
                   found: dict[str, tuple[int, int, int, int]]) -> dict[str, tuple[int, int, int, int]]:
-    """A keypad's keys: single glyphs read anywhere on the panel, then (with the map's grid) the
-    keys a glare hid, placed from the ones read (a least-squares fit of column/row -> x/y)."""
-    out = {k: b for k, b in found.items() if k in spec.keypad}
+    """A keypad's keys: single glyphs read anywhere on the panel; with the map's grid, every key is
+    then placed on the grid fitted to those reads (Theil-Sen: a glyph misread as another key, e.g. 7
+    read as 1, is an outlier and cannot move a key; a key a glare hid is placed like the rest)."""
     by_label = {label: key for key, label in spec.keypad.items()}
+    reads = [(k, b) for k, b in found.items() if k in spec.keypad]
     for line in lines:
         for sym, box in line.symbols:
             key = by_label.get(normalise(sym))
-            if key is not None and key not in out and len(line.normalised()[0]) <= 2:
-                out[key] = box
-    placed = [(spec.keypad_grid[k], b) for k, b in out.items() if k in spec.keypad_grid]
-    cols = {g[0] for g, _ in placed}
-    rows = {g[1] for g, _ in placed}
-    if len(cols) >= 2 and len(rows) >= 2:
-        c = np.array([[g[0], 1.0] for g, _ in placed])
-        r = np.array([[g[1], 1.0] for g, _ in placed])
-        x = np.array([b[0] + b[2] / 2 for _, b in placed])
-        y = np.array([b[1] + b[3] / 2 for _, b in placed])
-        (ax, bx), (ay, by) = np.linalg.lstsq(c, x, rcond=None)[0], np.linalg.lstsq(r, y, rcond=None)[0]
-        for key, (col, row) in spec.keypad_grid.items():
-            if key not in out:
-                out[key] = (int(ax * col + bx) - 5, int(ay * row + by) - 5, 10, 10)  # a tap target, not a glyph box
+            if key is not None and len(line.normalised()[0]) <= 2:
+                reads.append((key, box))
+    out: dict[str, tuple[int, int, int, int]] = {}
+    for k, b in reads:
+        out.setdefault(k, b)
+    placed = [(spec.keypad_grid[k], b) for k, b in reads if k in spec.keypad_grid]
+    if len({g[0] for g, _ in placed}) < 2 or len({g[1] for g, _ in placed}) < 2:
+        return out
+    centres = [((g[0], g[1]), (b[0] + b[2] / 2, b[1] + b[3] / 2)) for g, b in placed]
+    ax, bx = _theil_sen([(g[0], c[0]) for g, c in centres])
+    ay, by = _theil_sen([(g[1], c[1]) for g, c in centres])
+    w = int(np.median([b[2] for _, b in placed]))
+    h = int(np.median([b[3] for _, b in placed]))
+    for key, (col, row) in spec.keypad_grid.items():
+        out[key] = (int(ax * col + bx - w / 2), int(ay * row + by - h / 2), max(w, 10), max(h, 10))
     return out
+
+
+def _theil_sen(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Robust line fit y = a x + b: the median of pairwise slopes, then the median intercept."""
+    slopes = [(y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(points) for x2, y2 in points[i + 1:] if x2 != x1]
+    a = float(np.median(slopes))
+    return a, float(np.median([y - a * x for x, y in points]))
 
 
 def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
@@ -831,7 +840,12 @@ class StableScreen:
     A frame whose panel has not changed (``panel_changed``: no block of the exposure-normalised
     template-size image moved) reuses the last verdict: OCR runs once per change. A new screen is shown once ``frames``
     consecutive frames agree; its time is the capture time of the first frame of the change.
+    A found screen with a button shape whose label was not read (a glare on it) is read again
+    up to ``REREADS`` times before it is shown, the buttons of every read merged: what a screen
+    offers is judged on its buttons, so one glared label must not hide one.
     """
+
+    REREADS = 3
 
     def __init__(self, recognizer: ScreenRecognizer, frames: int = 2):
         self.recognizer = recognizer
@@ -844,6 +858,8 @@ class StableScreen:
         self.shown: Shown | None = None
         self.ocr_runs = 0
         self.waits = 0  # verdicts that were not "found": read again
+        self._rereads = 0
+        self._read_buttons: dict[str, tuple[int, int, int, int]] = {}  # merged over this change's rereads
 
     def feed(self, frame_no: int, capture_s: float, panel_bgr: np.ndarray) -> Shown | None:
         """Returns a newly shown screen, else None."""
@@ -854,6 +870,7 @@ class StableScreen:
             self._run = 0
             self._last_sig = sig
             self._last_verdict = None
+            self._rereads, self._read_buttons = 0, {}
         self._run += 1
         if self._run < self.frames:
             return None  # still moving (or first sight): wait before spending OCR on it
@@ -861,6 +878,14 @@ class StableScreen:
             self._last_verdict = self.recognizer.recognise(panel_bgr)
             self.ocr_runs += 1
         v = self._last_verdict
+        if v.found and v.unread_buttons:
+            missed = v.unread_buttons - len(set(self._read_buttons) - set(v.buttons))
+            self._read_buttons.update(v.buttons)
+            if missed > 0 and self._rereads < self.REREADS:
+                self._rereads += 1
+                self._last_verdict, self._run = None, 0  # read again a few frames on (a glare moves)
+                return None
+            v = self._last_verdict = replace(v, buttons=dict(self._read_buttons), unread_buttons=max(0, missed))
         if not v.found:
             # ambiguous or unknown (a glare, a half-drawn frame): read again a few frames on; the
             # change keeps the time of its first frame

@@ -246,16 +246,19 @@ class ScreenReader:
     """:class:`drivers.reader.ReaderUnderTest` through a camera on the screen and a finger on the glass."""
 
     black_box = True
+    capabilities = frozenset()  # none of drivers.reader.READER_CAPABILITIES: a panel shows only screens
     # what a screen cannot tell, and why: a wait for these event kinds raises NotVisible
     INVISIBLE_EVENTS = {
         "face": "face-match scores are internal to the reader",
         "boot": "boots are internal events",
         "error": "error codes are internal events (the screen shows only the message)",
-        "registration": "registration results are internal events",
         "staff_view": "what staff see is on the eligibility terminal, not the panel",
         "mode": "the face/visual mode is the staff terminal's",
         "alarm": "alarms are internal events",
     }
+
+    # what the staff terminal shows: taken from the [staff] interface, which is the staff's own view
+    STAFF_EVENTS = ("staff_view", "mode")
 
     def __init__(self, url: str, *, screen_map: str = "reference", finger: str | None = None,
                  bezel: dict[str, Any] | None = None, staff: dict[str, Any] | None = None,
@@ -289,6 +292,7 @@ class ScreenReader:
         self._thread: threading.Thread | None = None
         self.frame_errors = 0
         self.frames_dropped = 0
+        self.finger_s = 0.0  # time spent moving the finger, all taps so far (the harness's, not the reader's)
 
     @classmethod
     def from_station(cls, station) -> "ScreenReader":
@@ -384,6 +388,7 @@ class ScreenReader:
                 continue
             if batch and batch[0][0] > no + 1 and no:
                 self.frames_dropped += batch[0][0] - no - 1  # the watcher fell behind the buffer
+            self._pull_staff_events()
             for no, t_s, frame in batch:  # every frame in order: a change is timed by its first frame
                 try:
                     shown = self._stable.feed(no, t_s, self.calibration.rectify(frame))
@@ -393,6 +398,24 @@ class ScreenReader:
                     continue
                 if shown is not None:
                     self._on_shown(shown)
+
+    def _pull_staff_events(self) -> None:
+        """What the staff terminal showed ([staff]: mode switches, the card photo presented) joins
+        the events; everything else that interface says is the reader's own, and stays unread."""
+        if self.staff is None:
+            return
+        while True:
+            try:
+                ev = self.staff.next_event(0)
+            except ReaderTimeout:
+                return
+            except ReaderError as exc:
+                log.warning("staff interface: %s", exc)
+                return
+            if ev.kind in self.STAFF_EVENTS:
+                with self._cond:
+                    self._append(ev.kind, dict(ev.fields), ev.host_monotonic_s)
+                    self._cond.notify_all()
 
     def _on_shown(self, shown: Shown) -> None:
         with self._cond:
@@ -493,7 +516,7 @@ class ScreenReader:
                 return
 
     def wait_for_event(self, kind: str, timeout_s: float, /, **fields: str) -> ReaderEvent:
-        if kind in self.INVISIBLE_EVENTS:
+        if kind in self.INVISIBLE_EVENTS and not (kind in self.STAFF_EVENTS and self.staff is not None):
             raise NotVisible(f"a {kind!r} event is invisible to a black-box reader: {self.INVISIBLE_EVENTS[kind]}")
         deadline = time.monotonic() + timeout_s
         while True:
@@ -558,23 +581,29 @@ class ScreenReader:
         x, y, w, h = box
         with self._cond:
             self._pressed = (shown.screen, button_id)
+        tap_s = time.monotonic()
         self.finger.tap_px(x + w / 2, y + h / 2)
         with self._cond:
             self._pressed_s = time.monotonic()
+            self.finger_s += self._pressed_s - tap_s
 
-    def enter_pin(self, digits: str) -> None:
-        """Type the PIN on the panel's keypad, key by key (the digits are never logged)."""
+    def enter_pin(self, digits: str) -> float:
+        """Type the PIN on the panel's keypad, key by key (the digits are never logged). Returns when
+        the last key was lifted: the reader has the PIN from then, not from the first key."""
         with self._cond:
             shown = self._shown
         spec = self.map.screens.get(shown.screen) if shown else None
         if spec is None or not spec.keypad:
-            raise NotVisible(f"no PIN keypad on the {shown.screen if shown else '?'} screen: a PIN cannot be "
-                             "typed there, and a refusal of one is a control-port answer")
+            # what a patient meets: no keypad to type on; the screen's own words are the answer
+            raise ReaderNak("PIN", "NOT_ON_SCREEN", shown.verdict.message if shown else "",
+                            {"screen": shown.screen if shown else "?",
+                             "detail": "no PIN keypad on this screen"})
         if not digits.isdigit() or (spec.pin_length and len(digits) != spec.pin_length):
             raise NotVisible(f"the keypad takes {spec.pin_length or 'only'} digits: a malformed PIN cannot be "
                              "typed on it, and its refusal is a control-port answer")
         for d in digits:
             self.press(f"digit_{d}")
+        return self._pressed_s
 
     # -- staff actions: the separate [staff] interface ----------------------------------------
     def _staff(self):

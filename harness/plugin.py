@@ -13,7 +13,8 @@ Station fixtures (the plugs of a scenario), markers and the station's life cycle
   deck, subject display blank, lighting default, relay on, reader idle in face mode. The first
   such test gets the same safe state first (a station may be left with a card on the reader).
 - Markers: ``requires("card_placer", "power_relay", ...)`` skips, naming the missing device,
-  on a station without it; ``flow(name)`` names the reader flow (selection and reports);
+  on a station without it, and ``requires("reader_events", ...)`` on a reader adapter that
+  cannot tell it (drivers.reader.READER_CAPABILITIES: a screen adapter shows only screens); ``flow(name)`` names the reader flow (selection and reports);
   ``health`` marks the station health check: once a health test fails, every later
   non-health test is skipped; ``smoke`` marks the scenarios of the smoke suite;
   ``clause("N10", ...)`` cites the notice's clauses a scenario checks (harness/clauses.py).
@@ -37,6 +38,7 @@ from typing import Any
 
 import pytest
 
+from drivers.reader import READER_CAPABILITIES
 from drivers.station_auth import TOKEN_ENV as STATION_TOKEN_ENV
 
 log = logging.getLogger(__name__)
@@ -104,7 +106,8 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "requires(*devices): skip unless the station has these devices "
-                                       f"({', '.join(DEVICES)})")
+                                       f"({', '.join(DEVICES)}) and its reader's adapter can tell these "
+                                       f"({', '.join(READER_CAPABILITIES)})")
     config.addinivalue_line("markers", "flow(name): the reader flow a scenario exercises")
     config.addinivalue_line("markers", "health: the station health check; a failure skips every later scenario")
     config.addinivalue_line("markers", "smoke: part of the smoke suite")
@@ -351,7 +354,8 @@ class StationSession:
             raise StationUnavailable(f"PC/SC reader {cfg.reader!r}: {exc}") from exc
 
     def capabilities(self) -> set[str]:
-        """Which of DEVICES this station has (opens the rig to read its capabilities)."""
+        """Which of DEVICES this station has (opens the rig to read its capabilities), and which
+        READER_CAPABILITIES its reader's adapter has."""
         station = self.station()
         have = set()
         if station.pcsc is not None:
@@ -364,6 +368,12 @@ class StationSession:
             have.add("camera")
         if station.dut is not None and station.dut.url:
             have.add("dut")
+            from drivers.reader import ReaderError, adapter_capabilities, load_adapter
+
+            try:
+                have |= adapter_capabilities(load_adapter(station.dut.adapter))
+            except ReaderError as exc:
+                raise StationUnavailable(f"[dut] adapter {station.dut.adapter!r}: {exc}") from exc
         if station.eligibility is not None:
             have.add("eligibility")
         if station.rig is not None:
@@ -547,14 +557,20 @@ class StationGate:
             needed += [str(a) for a in mark.args]
         if not needed:
             return
-        unknown = [d for d in needed if d not in DEVICES]
+        known = DEVICES | READER_CAPABILITIES
+        unknown = [d for d in needed if d not in known]
         if unknown:
-            pytest.fail(f"requires() names unknown device(s) {', '.join(unknown)}; known: {', '.join(DEVICES)}",
+            pytest.fail(f"requires() names unknown device(s) {', '.join(unknown)}; known: {', '.join(known)}",
                         pytrace=False)
         have = _device(self.session.capabilities)
-        missing = [d for d in needed if d not in have]
+        missing = [d for d in needed if d not in have and d in DEVICES]
         if missing:
             pytest.skip("station lacks " + "; ".join(f"{d} ({DEVICES[d]})" for d in missing))
+        cannot = [d for d in needed if d not in have and d in READER_CAPABILITIES]
+        if cannot:
+            adapter = self.session.station().dut.adapter
+            pytest.skip(f"the reader's {adapter!r} adapter cannot tell " + "; ".join(
+                f"{d} ({READER_CAPABILITIES[d]})" for d in cannot))
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):

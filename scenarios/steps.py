@@ -11,6 +11,7 @@ reader events, and from the host's monotonic clock where one end is a host actio
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import urllib.request
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from drivers.reader import ReaderEvent, ReaderTimeout
+from drivers.reader import ReaderEvent, ReaderTimeout, adapter_capabilities
 from drivers.rig import CardPose
 from harness.deck import Deck, DeckCard, NoSuchCard
 from harness.measure import Limit
@@ -142,6 +143,8 @@ class Visit:
     card: DeckCard
     measure: object
     placed_s: float = 0.0
+    placed_wall_s: float = 0.0  # the same moment on the wall clock (the eligibility service's records)
+    finger_at_place_s: float = 0.0
     history_from: int = 0
     method_screen: ReaderEvent | None = None
     notes: dict = field(default_factory=dict)
@@ -156,6 +159,8 @@ class Visit:
         sent_s = time.monotonic()
         placement = self.rig.place_card(self.card.slot, pose)
         self.placed_s = sent_s + placement.moved_ms / 1000.0  # the card has settled
+        self.placed_wall_s = time.time() - (time.monotonic() - sent_s)
+        self.finger_at_place_s = getattr(self.dut, "finger_s", 0.0)
         inserted = await_event(self.dut, "card", state="inserted")
         self.measure("presence_detect_ms", max(0.0, (inserted.host_monotonic_s - self.placed_s) * 1000.0),
                      limit=LIMITS["presence_detect_ms"])
@@ -234,7 +239,7 @@ class Visit:
             self.dut.press("pin")
             await_screen(self.dut, "pin_entry")
         sent_s = time.monotonic()
-        self.dut.enter_pin(pin)
+        sent_s = self.dut.enter_pin(pin) or sent_s  # a keypad typed key by key: from its last key
         ev = self._next_of("pin", "auth")
         if ev.kind == "pin" and ev.get("result") == "ok":
             self.measure("pin_verify_ms", (ev.host_monotonic_s - sent_s) * 1000.0, limit=LIMITS["pin_verify_ms"])
@@ -287,7 +292,10 @@ class Visit:
         if querying.get("id") == "querying":
             self.measure("eligibility_query_ms", done.reader_ms - querying.reader_ms,
                          limit=LIMITS["eligibility_query_ms"])
-        self.measure("session_ms", (done.host_monotonic_s - self.placed_s) * 1000.0, limit=LIMITS["session_ms"])
+        # the reader's time: a robot finger's travel (dut.finger_s, through a screen) is the harness's
+        finger_s = getattr(self.dut, "finger_s", 0.0) - self.finger_at_place_s
+        self.measure("session_ms", (done.host_monotonic_s - self.placed_s - finger_s) * 1000.0,
+                     limit=LIMITS["session_ms"])
         return elig[-1]
 
     def take_card_back(self) -> None:
@@ -320,6 +328,30 @@ def complete_visit(visit: Visit, *, method: str = "face", condition: str = "nomi
     assert elig.get("method") == method, f"eligibility recorded method {elig.get('method')}, expected {method}"
     visit.take_card_back()
     return elig
+
+
+def tells(dut, capability: str) -> bool:
+    """Can this reader's adapter tell ``capability`` (drivers.reader.READER_CAPABILITIES)? A check
+    that needs one runs where it can; the rest of the scenario runs through any adapter."""
+    return capability in adapter_capabilities(dut)
+
+
+def visit_transaction(station, visit: "Visit", elig: ReaderEvent, limit: int = 50) -> dict:
+    """The eligibility service's record of this visit's query: by the transaction id the reader
+    reports, else (a reader that tells none, e.g. through its screen) the service's newest
+    eligibility query since the card was placed (visits on one station never overlap)."""
+    if "transaction" in elig.fields:
+        return eligibility_transaction(station, elig.fields["transaction"])
+    url = station.eligibility.url.rstrip("/") + f"/transactions?limit={limit}"
+    with urllib.request.urlopen(url, timeout=5.0) as resp:
+        rows = json.load(resp)
+    since = dt.datetime.fromtimestamp(visit.placed_wall_s - 1.0, dt.timezone.utc)
+    for row in rows if isinstance(rows, list) else rows.get("transactions", []):
+        at = dt.datetime.fromisoformat(row["at"])
+        at = at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)  # SQLite keeps UTC without its zone
+        if row.get("kind") == "eligibility" and at >= since:
+            return row  # newest first
+    raise AssertionError(f"the eligibility service recorded no query since {visit.card.id} was placed")
 
 
 def eligibility_transaction(station, transaction_id: str, limit: int = 200) -> dict:
@@ -377,17 +409,31 @@ def reader_claim(station, dut, key: str) -> str | None:
     file's ``[dut] <key>`` first (a lab's declaration), else the reader's own INFO field."""
     value = station.dut.extra.get(key) if station.dut is not None else None
     if value is None:
+        if not tells(dut, "reader_info"):
+            pytest.skip(f"the reader's claim {key} is not declared ([dut] {key} in the station file), "
+                        "and its adapter cannot ask the reader (reader_info)")
         value = dut.info().fields.get(key)
     return None if value in (None, "") else str(value)
+
+
+def has_feature(station, dut, feature: str) -> bool:
+    """Does the reader's firmware have ``feature``: as it says (INFO), or, for a reader that cannot
+    say (seen through its screen), as the station file declares (``[dut] expect_features``)."""
+    if tells(dut, "reader_info"):
+        return feature in dut.info().features
+    return feature in (station.dut.expect_features if station.dut is not None else ())
 
 
 def require_feature(station, dut, feature: str) -> None:
     """Skip unless the reader's firmware has ``feature``; but FAIL when the station file declares the
     reader updated (``[dut] expect_features``) and the feature is missing."""
-    have = dut.info().features
-    if feature in have:
+    if has_feature(station, dut, feature):
         return
     declared = station.dut.expect_features if station.dut is not None else ()
+    if not tells(dut, "reader_info"):
+        pytest.skip(f"the reader's firmware features are not declared to include {feature} ([dut] expect_features), "
+                    "and its adapter cannot ask the reader (reader_info)")
+    have = dut.info().features
     if feature in declared:
         pytest.fail(f"the station declares the reader has {feature} ([dut] expect_features), but its firmware "
                     f"{dut.info().version} reports only {', '.join(sorted(have)) or 'no features'}")

@@ -9,7 +9,7 @@ import pytest
 
 from drivers.reader import ReaderTimeout
 from drivers.rig import CardPose
-from scenarios.steps import FACE_TIMEOUT_S, await_event, await_screen, other_person, pick
+from scenarios.steps import FACE_TIMEOUT_S, await_event, await_screen, other_person, pick, tells
 
 pytestmark = [pytest.mark.flow("assisted_placement"), pytest.mark.clause("N9"),
               pytest.mark.requires("card_placer", "subject_display", "dut", "cards")]
@@ -49,14 +49,17 @@ def test_card_outside_operating_volume_then_placed_again(cards, visit, pose):
 
 
 def test_card_at_the_edge_never_sticks(cards, visit):
-    """In the edge band transmission is flaky: the reader reads it or asks to place it again, never hangs."""
+    """In the edge band transmission is flaky: the reader reads it or asks to place it again (its
+    place-again screen, or its idle screen's 置いてください once the card dropped out mid-read: a
+    reader cannot tell a card that dropped out of the field from one taken), never hangs."""
     v = visit(pick(cards))
     v.show_nobody()
-    shown = v.place(CardPose(x_mm=14.0), expect=("method_select", "place_again"))
-    if shown.get("id") == "place_again":
+    shown = v.place(CardPose(x_mm=14.0), expect=("method_select", "place_again", "idle"))
+    if shown.get("id") in ("place_again", "idle"):
         v.place()
 
 
+@pytest.mark.requires("reader_events")  # judged on each face attempt the reader makes
 def test_carer_face_never_matched(cards, visit):
     """Holder and carer both in the frame: the reader must not decide on a face (it may be the carer's);
     once the carer steps aside, the holder is matched."""
@@ -103,7 +106,8 @@ def test_early_removal_and_placing_again(cards, visit):
     v.place()
     v.choose_face()
     v.remove()
-    await_event(v.dut, "error", code="card_removed")
+    if tells(v.dut, "reader_events"):  # the error code is internal; the screen shows idle
+        await_event(v.dut, "error", code="card_removed")
     await_screen(v.dut, "idle")
     assert not v.auth_events(), "an aborted visit produced an authentication verdict"
     v.show_holder()

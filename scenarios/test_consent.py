@@ -13,7 +13,7 @@ import datetime as dt
 import pytest
 
 from drivers.reader import ReaderNak
-from scenarios.steps import await_screen, buttons_of, eligibility_transaction, other_person, pick, reader_claim, to_consent
+from scenarios.steps import await_screen, buttons_of, other_person, pick, reader_claim, to_consent, visit_transaction
 
 pytestmark = [pytest.mark.flow("consent"),
               pytest.mark.requires("card_placer", "subject_display", "dut", "cards")]
@@ -74,7 +74,7 @@ def test_under_40_pressing_consent(cards, visit, station, measure):
             "the reader claims checkup_consent=refuse_under40 but accepted 同意する from an under-40"
         expected = "consent"
     elig = v.finish()
-    row = eligibility_transaction(station, elig.get("transaction"))
+    row = visit_transaction(station, v, elig)
     assert row.get("consents", {}).get("checkup") == expected, \
         f"the query carried checkup={row.get('consents')}, the patient's press and the reader's rule give {expected}"
 
@@ -103,7 +103,7 @@ def test_choices_reach_the_eligibility_service(cards, visit, station, surgery, c
     _to_consent(v)
     chosen = v.consents(surgery, care)
     elig = v.finish()
-    row = eligibility_transaction(station, elig.get("transaction"))
+    row = visit_transaction(station, v, elig)
     expected_checkup = {"consent": "consent", "decline_or_under40": "decline" if v.card.over40() else "under40"}
     expected = {"surgery": surgery, "care": care, "checkup": expected_checkup[chosen["checkup"]]}
     assert row.get("ok"), f"the eligibility service refused the query: {row}"
@@ -139,7 +139,7 @@ def test_age_rule_at_the_birthday(cards, visit, station, kind):
     to_consent(v)
     v.consents("decline", "decline", "decline_or_under40")
     elig = v.finish()
-    row = eligibility_transaction(station, elig.get("transaction"))
+    row = visit_transaction(station, v, elig)
     expected = "decline" if over40 else "under40"
     assert row.get("consents", {}).get("checkup") == expected, \
         (f"{v.card.describe()} born {v.card.birth_date}: the query carried checkup={row.get('consents')}, "
@@ -160,7 +160,7 @@ def test_carer_operates_the_consent_screens(cards, visit, station):
     except ReaderNak as nak:
         pytest.fail(f"the reader refused a consent choice the carer pressed for the patient: {nak}")
     elig = v.finish()
-    row = eligibility_transaction(station, elig.get("transaction"))
+    row = visit_transaction(station, v, elig)
     assert row.get("consents") == {"surgery": "decline", "care": "consent", "checkup": "decline"}, \
         f"the service received {row.get('consents')}, the choices pressed for the patient were {chosen}"
     assert row.get("method") == "face", f"the query recorded method {row.get('method')}"

@@ -21,7 +21,7 @@ from drivers.reader import ReaderError, ReaderNak
 from scenarios.steps import await_event, await_screen, complete_visit, other_person, pick
 from scenarios.test_registration import FEATURE, place_unregistered, register_and_finish, visual_check_confirmed
 
-pytestmark = [pytest.mark.flow("firmware_update"), pytest.mark.requires("dut")]
+pytestmark = [pytest.mark.flow("firmware_update"), pytest.mark.requires("dut", "firmware_update", "reader_info")]
 
 BOOT_TIMEOUT_S = 30.0
 _VERSION = re.compile(r"-(\d+(?:\.\d+)+)\.fw$")

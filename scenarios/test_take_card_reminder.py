@@ -83,7 +83,7 @@ def _pin_lock(cards, visit) -> Visit:
         if shown.get("id") == "pin_locked" or v.dut.screen().id == "pin_locked":
             break
         try:
-            v.dut.enter_pin(wrong)
+            v.pin_auth(wrong, choose=False)  # waits for the reader's verdict on it
         except ReaderNak:
             break  # refused because it is locked already
     assert v.dut.screen().id == "pin_locked", f"after 3 wrong PINs the reader shows {v.dut.screen().id}"

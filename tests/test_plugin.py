@@ -145,6 +145,37 @@ def test_requires_skips_naming_the_missing_device(pytester):
     ])
 
 
+def test_requires_skips_what_the_readers_adapter_cannot_tell(pytester):
+    """A reader capability (drivers.reader.READER_CAPABILITIES) is judged by the [dut] adapter's
+    declaration, without opening the reader: the screen adapter has none, a control port all."""
+    for adapter, outcome in (("screen", dict(passed=1, skipped=2)), ("reference", dict(passed=3))):
+        sub = pytester.path / adapter
+        sub.mkdir()
+        path = _station(sub, f'[dut]\nadapter = "{adapter}"\nurl = "socket://127.0.0.1:9"\n')
+        pytester.makepyfile(**{f"{adapter}/test_caps": """
+            import pytest
+
+            @pytest.mark.requires("dut", "reader_events")
+            def test_needs_events():
+                pass
+
+            @pytest.mark.requires("firmware_update", "raw_pin")
+            def test_needs_firmware():
+                pass
+
+            @pytest.mark.requires("dut")
+            def test_screens_only():
+                pass
+        """})
+        result = pytester.runpytest(str(sub), "--station", str(path), "-rs")
+        result.assert_outcomes(**outcome)
+        if adapter == "screen":
+            result.stdout.fnmatch_lines([
+                "*the reader's 'screen' adapter cannot tell reader_events (the reader's internal events*",
+                "*the reader's 'screen' adapter cannot tell firmware_update (*); raw_pin (*",
+            ])
+
+
 def test_device_fixture_without_section_skips(pytester):
     path = _station(pytester.path, "")
     pytester.makepyfile("def test_x(dut):\n    pass\n\ndef test_y(camera):\n    pass\n")

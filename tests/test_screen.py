@@ -235,3 +235,40 @@ def test_screen_reader_drives_a_visit_through_the_panel_and_the_touch_port(tmp_p
             assert ev.host_monotonic_s <= seen[0].host_monotonic_s
             with pytest.raises(Exception, match="invisible"):
                 sr.wait_for_event("face", 0.1)
+
+
+def test_screens_learn_drafts_a_map_a_recognizer_can_use(tmp_path):
+    """`facehil screens learn` walks a reader through its screens by taps on the glass and writes
+    a draft map and reference frames; that draft, as written, identifies the screens it saw."""
+    import tomllib
+
+    import cv2
+    from typer.testing import CliRunner
+
+    from drivers.screen import ScreenMap, ScreenRecognizer
+    from harness.cli import app
+    from sim.reader.display import button_rects
+
+    x, y, w, h = button_rects({"screen": "method_select", "buttons": "face,pin,end"})["end"]
+    with panel_reader(tmp_path, fps=15.0) as (sim, hw, control, panel):
+        hw.insert()
+        control.wait_for_screen("method_select", WAIT_S)
+        station = tmp_path / "station.toml"
+        station.write_text(f'[dut]\npanel = "{panel.panel_url}"\ntouch = "{panel.touch_url}"\n')
+        out = tmp_path / "draft"
+        result = CliRunner().invoke(app, ["screens", "learn", "--station", str(station), "--out", str(out),
+                                          "--screens", "2", "--duration-s", "40", "--tap", f"{x + w / 2},{y + h / 2}"])
+        assert result.exit_code == 0, result.output
+        assert control.screen().id == "done", "the tap on 終了する did not reach the reader"
+    draft = tomllib.loads((out / "map.toml").read_text(encoding="utf-8"))
+    assert set(draft["screens"]) == {"screen_01", "screen_02"}, draft
+    first, second = draft["screens"]["screen_01"], draft["screens"]["screen_02"]
+    assert any("本人確認の方法" in p for p in first["phrases"]), first
+    assert "終了する" in first["buttons"].values(), first
+    assert any("終了しました" in p for p in second["phrases"]), second
+    frames = {p.stem: cv2.imread(str(p)) for p in (out / "reference").glob("*.png")}
+    assert set(frames) == {"screen_01", "screen_02"} and all(f.shape[:2] == (480, 800) for f in frames.values())
+    recognizer = ScreenRecognizer(ScreenMap.load(out / "map.toml"))
+    for sid, frame in frames.items():
+        v = recognizer.recognise(frame)
+        assert v.found and v.screen == sid, (sid, v)

@@ -6,6 +6,8 @@ import os
 
 from sim.context import SimContext, StationError
 
+DEFAULT_REGISTER_DELAY_MS = 800  # the simulated service answers a registration this late (N17)
+
 
 def start_eligibility(ctx: SimContext) -> None:
     """The eligibility service, seeded with the deck's registered cards."""
@@ -15,9 +17,12 @@ def start_eligibility(ctx: SimContext) -> None:
                       "--deck", str(ctx.state_dir / "deck"))
     if ctx.options.get("eligibility_db"):
         argv += ["--db", str(ctx.options["eligibility_db"])]
-    # N17: a slow registration; a station option, else the environment (a pytest session's station)
-    delay_ms = ctx.options.get("eligibility_register_delay_ms") or os.environ.get("FACEHIL_SIM_REGISTER_DELAY_MS")
-    if delay_ms:
+    # N17: registration takes a while; a station option, else the environment (a pytest session's
+    # station), else a real service's pace: long enough that the waiting screen can be seen
+    delay_ms = ctx.options.get("eligibility_register_delay_ms")
+    if delay_ms is None:
+        delay_ms = os.environ.get("FACEHIL_SIM_REGISTER_DELAY_MS", DEFAULT_REGISTER_DELAY_MS)
+    if int(delay_ms):
         argv += ["--register-delay-ms", str(int(delay_ms))]
     ready = ctx.spawn_ready("eligibility", argv)
     if "url" not in ready:
