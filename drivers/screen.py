@@ -712,7 +712,9 @@ class ScreenRecognizer:
                 also_read.append((sim, start, start + len(normalise(a)), a))
         chosen: list[tuple[float, int, int, str]] = []
         for hit in sorted(also_read, reverse=True):
-            if not any(hit[1] < c[2] and c[1] < hit[2] for c in chosen):
+            rivals = [o for o in also_read if o is not hit and hit[1] < o[2] and o[1] < hit[2]]
+            if not any(hit[1] < c[2] and c[1] < hit[2] for c in chosen) \
+                    and all(_reads_what_differs(hit[3], o[3], text, hit[1]) for o in rivals):
                 chosen.append(hit)
         message = "\n".join(dict.fromkeys([message] + [c[3] for c in sorted(chosen, key=lambda c: c[1])]))
         boxes = {bid: labels_seen[label] for bid, label in {**spec.buttons, **spec.keypad}.items() if label in labels_seen}
@@ -763,6 +765,17 @@ def _by_display_order(spec: ScreenSpec, shapes: list[OcrLine], labels_seen: dict
         if label in labels_seen and _overlap(labels_seen[label], shape.box) < 0.5:
             return {}
     return {ids[i]: row[i].box for i in range(len(ids)) if ids[i] not in found}
+
+
+def _reads_what_differs(phrase: str, rival: str, text: str, start: int) -> bool:
+    """Is each glyph where ``phrase`` differs from an overlapping ``rival`` (あと2回 / あと1回) read as
+    ``phrase`` has it, with its neighbours? A fuzzy match may not decide the one glyph that is the
+    news: あと0回, in no phrase of the map, is neither of them."""
+    p, r = normalise(phrase), normalise(rival)
+    if len(p) != len(r):
+        return True  # not one phrase with a glyph changed: similarity decides
+    window = text[max(0, start - 2):start + len(p) + 2]
+    return all(p[max(0, i - 1):i + 2] in window for i in range(len(p)) if p[i] != r[i])
 
 
 def _keypad_boxes(spec: ScreenSpec, lines: list[OcrLine],

@@ -114,7 +114,8 @@ class EventRule:
         self.src = list(table.get("from", []))
         self.dst = list(table.get("to", []))
         self.pressed = list(table.get("pressed", []))
-        self.message_contains = table.get("message_contains")
+        said = table.get("message_contains") or []
+        self.message_contains = [said] if isinstance(said, str) else [str(x) for x in said]  # "!x": must not say x
         self.fields = {str(k): str(v) for k, v in table.get("fields", {}).items()}
 
     @staticmethod
@@ -132,8 +133,9 @@ class EventRule:
             return None
         if self.pressed and button not in self.pressed:
             return None
-        if self.message_contains and self.message_contains not in new.verdict.message:
-            return None
+        for phrase in self.message_contains:
+            if (phrase[1:] in new.verdict.message) if phrase.startswith("!") else (phrase not in new.verdict.message):
+                return None
 
         def sub(m: re.Match) -> str:
             key = m.group(1)

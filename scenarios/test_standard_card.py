@@ -84,7 +84,8 @@ def test_lock_after_three_wrong_pins(cards, visit):
     for expected_left in (2, 1, 0):
         ev = v.pin_auth(wrong, choose=False)
         assert ev.kind == "pin" and ev.get("result") == "wrong", f"wrong PIN not refused: {ev.fields}"
-        assert ev.get("tries_left") == str(expected_left)
+        assert ev.get("tries_left") == str(expected_left), \
+            f"after {3 - expected_left} wrong PINs the reader says {ev.get('tries_left')} tries left, not {expected_left}"
     locked = v.dut.screen()  # events and screen changes come before the PIN command's answer
     assert locked.id == "pin_locked", f"after 3 wrong PINs the reader shows {locked.id}: {locked.message!r}"
     said = f"{locked.message} {locked.fields.get('msg_en', '')}"  # msg is Japanese, msg_en English (hardware.md 6.2)
