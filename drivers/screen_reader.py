@@ -66,6 +66,7 @@ log = logging.getLogger(__name__)
 MAPS_DIR = Path(__file__).resolve().parent.parent / "harness" / "screens"
 TAP_HOLD_MS = 120
 PRESS_SETTLE_S = 3.0  # a button must be read on a stable screen before it is tapped
+UNANSWERED_TAP_S = 4.0  # a button tap after which nothing was shown this long is tapped once more
 CALIBRATION_FRAMES = 5
 
 
@@ -295,6 +296,7 @@ class ScreenReader:
         self.frame_errors = 0
         self.frames_dropped = 0
         self.finger_s = 0.0  # time spent moving the finger, all taps so far (the harness's, not the reader's)
+        self.taps_repeated = 0
 
     @classmethod
     def from_station(cls, station) -> "ScreenReader":
@@ -580,9 +582,27 @@ class ScreenReader:
             if v.found and shown is not None and v.screen == shown.screen:
                 box = v.buttons.get(button_id)
                 offered |= set(v.buttons)
-        x, y, w, h = box
         with self._cond:
             self._pressed = (shown.screen, button_id)
+        self._tap(box)
+        spec = self.map.screens.get(shown.screen)
+        if spec is None or button_id not in spec.buttons:
+            return  # a keypad key: the screen need not change, and a second tap would type twice
+        # A tap the panel did not take (a stylus that slipped) is tapped once more, as a patient
+        # would: only when nothing at all was shown since, and the same screen is still up.
+        deadline = time.monotonic() + UNANSWERED_TAP_S
+        with self._cond:
+            while self._shown is shown and time.monotonic() < deadline:
+                self._cond.wait(deadline - time.monotonic())
+            unanswered = self._shown is shown
+        if unanswered:
+            log.warning("the tap on %s of %s changed nothing in %.1f s: tapping it again", button_id, shown.screen,
+                        UNANSWERED_TAP_S)
+            self.taps_repeated += 1
+            self._tap(box)
+
+    def _tap(self, box: tuple[int, int, int, int]) -> None:
+        x, y, w, h = box
         tap_s = time.monotonic()
         self.finger.tap_px(x + w / 2, y + h / 2)
         with self._cond:

@@ -152,7 +152,7 @@ def _faults(station, names: str) -> None:
 
     host, port = station.dut.extra["supply"].rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=5) as conn:
-        assert authenticate_socket(conn, "supply port", token=read_station_token(station.state_dir))
+        assert authenticate_socket(conn, "supply port", token=read_station_token(station.station.state_dir))
         conn.sendall(f"FAULTS {names}\n".encode())
         reply = conn.makefile().readline()
     assert reply.startswith("OK"), reply

@@ -140,6 +140,17 @@ def _journal(path: Path) -> dict[str, bool | None]:
             for line in path.read_text().splitlines() if line.strip()}
 
 
+def _run_in_background(suite: str, url: str, tmp_path: Path, journal: Path):
+    """`facehil run SUITE` recording into ``url`` on a thread: (thread, {"result": RunResult}, terminal)."""
+    out = io.StringIO()
+    box: dict = {}
+    runner = threading.Thread(target=lambda: box.update(result=run_suite(
+        RunOptions(suite=suite, db=url, log_path=tmp_path / "pytest.log", results_path=journal),
+        out=Console(file=out, width=400))), daemon=True)
+    runner.start()
+    return runner, box, out
+
+
 def test_run_through_a_stopped_database_keeps_what_it_can_and_names_what_it_lost(outage, tmp_path, monkeypatch):
     root = tmp_path / "suite"
     root.mkdir()
@@ -150,12 +161,7 @@ def test_run_through_a_stopped_database_keeps_what_it_can_and_names_what_it_lost
     monkeypatch.setenv("OUTAGE_GATES", str(gates))
     url = outage.cluster.create_database()
     journal = tmp_path / "results.jsonl"
-    out = io.StringIO()
-    box: dict = {}
-    runner = threading.Thread(target=lambda: box.update(result=run_suite(
-        RunOptions(suite="gated", db=url, log_path=tmp_path / "pytest.log", results_path=journal),
-        out=Console(file=out, width=400))))
-    runner.start()
+    runner, box, out = _run_in_background("gated", url, tmp_path, journal)
     probe = create_engine(url, poolclass=NullPool)
 
     def recorded() -> list[str]:
@@ -257,12 +263,7 @@ def test_run_through_a_paused_database_ends_and_names_what_it_lost(outage, tmp_p
     monkeypatch.setenv(WRITE_TIMEOUT_ENV, "2")
     url = outage.cluster.create_database()
     journal = tmp_path / "results.jsonl"
-    out = io.StringIO()
-    box: dict = {}
-    runner = threading.Thread(target=lambda: box.update(result=run_suite(
-        RunOptions(suite="paused", db=url, log_path=tmp_path / "pytest.log", results_path=journal),
-        out=Console(file=out, width=400))), daemon=True)
-    runner.start()
+    runner, box, out = _run_in_background("paused", url, tmp_path, journal)
     try:
         wait_until(lambda: "test_a_before" in _journal(journal), 60, "the first scenario to finish")
         outage.pause()
