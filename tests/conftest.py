@@ -121,3 +121,20 @@ def nightly_run(station_runs, tmp_path_factory):
     canary.write_text(NIGHTLY_CANARY)
     station_runs.submit("nightly", run_nightly, workdir, [canary])
     return "nightly"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _long_station_runs_behind_the_suite(request):
+    """At the session's first test, when the session holds tests that judge the long station runs,
+    start them (the nightly, and each module's ``submit_station_runs``): they then run behind the
+    rest of the suite, which leaves the cores about half idle, instead of after it."""
+    items = request.session.items
+    if not any({"nightly_run", "fault_runs"} & set(getattr(item, "fixturenames", ())) for item in items):
+        return
+    request.getfixturevalue("nightly_run")
+    runs, factory, deck = (request.getfixturevalue(name) for name in ("station_runs", "tmp_path_factory",
+                                                                       "deck_template"))
+    for module in dict.fromkeys(getattr(item, "module", None) for item in items):
+        submit = getattr(module, "submit_station_runs", None)
+        if submit is not None:
+            submit(runs, factory, deck)

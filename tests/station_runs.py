@@ -4,7 +4,8 @@ A scenario run on its own simulated station (pcscd, card processes, rig, camera,
 service, reader) spends most of its time waiting on the reader's screens and timeouts; one run
 keeps about a third of a core busy. So the long runs (the whole nightly that the secret scan
 reads, and the faulty and reference readers of the fault proofs) go into one pool, submitted
-together the first time a test asks for one, and each test waits only for the run it judges.
+together at the session's first test (tests/conftest.py), and run behind the rest of the suite;
+each test waits only for the run it judges.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import pytest
 from harness.suites import scenarios_path
 
 RUN_TIMEOUT_S = 420
-PARALLEL_RUNS = max(1, int(os.environ.get("FACEHIL_TEST_PARALLEL_RUNS", "3")))
+# two at a time: they run behind the rest of the suite (tests/conftest.py), which needs the cores too
+PARALLEL_RUNS = max(1, int(os.environ.get("FACEHIL_TEST_PARALLEL_RUNS", "2")))
 
 
 @dataclass

@@ -123,10 +123,9 @@ def _faults_of(cases) -> str:
     return ",".join(dict.fromkeys(c.fault for c in cases))
 
 
-@pytest.fixture(scope="module")
-def fault_runs(station_runs, nightly_run, deck_template, tmp_path_factory):
-    """Submits every run of this module to the session's pool (tests/station_runs.py), longest
-    first, after the nightly; each test waits for the runs it judges."""
+def submit_station_runs(station_runs, tmp_path_factory, deck_template) -> None:
+    """Every run of this module into the session's pool (tests/station_runs.py), longest first;
+    tests/conftest.py calls this at the session's first test, so they run behind the suite."""
     def submit(name: str, tests: tuple[str, ...], **kwargs) -> None:
         if name not in station_runs:
             station_runs.submit(name, run_scenarios, tests, tmp_path_factory.mktemp(name), deck_template, **kwargs)
@@ -138,6 +137,12 @@ def fault_runs(station_runs, nightly_run, deck_template, tmp_path_factory):
     submit("other-variant", VARIANT_SCENARIOS, variant=OTHER_VARIANT)
     for run, cases in RUNS.items():
         submit(f"faulty-{run}", _tests_of(cases), faults=_faults_of(cases))
+
+
+@pytest.fixture(scope="module")
+def fault_runs(station_runs, nightly_run, deck_template, tmp_path_factory):
+    """The session's pool with this module's runs in it; each test waits for the runs it judges."""
+    submit_station_runs(station_runs, tmp_path_factory, deck_template)
     return station_runs
 
 
