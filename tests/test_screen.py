@@ -272,3 +272,25 @@ def test_screens_learn_drafts_a_map_a_recognizer_can_use(tmp_path):
     for sid, frame in frames.items():
         v = recognizer.recognise(frame)
         assert v.found and v.screen == sid, (sid, v)
+
+
+def test_screens_station_writes_a_screen_driven_copy_into_a_new_folder(tmp_path):
+    """The README's `facehil screens station … --out out/screen-station.toml`, with no out/ yet."""
+    import tomllib
+
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    src = tmp_path / "station.toml"
+    src.write_text('[dut]\nadapter = "reference"\nurl = "socket://127.0.0.1:9"\ntouch = "socket://127.0.0.1:8"\n'
+                   '[screen]\ncamera = "http://127.0.0.1:7/stream.mjpg"\n[rig.finger]\ngrbl = "serial:/dev/pts/9"\n')
+    out = tmp_path / "out" / "screen-station.toml"
+    result = CliRunner().invoke(app, ["screens", "station", str(src), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    table = tomllib.loads(out.read_text())
+    assert table["dut"]["adapter"] == "screen" and table["dut"]["url"] == "http://127.0.0.1:7/stream.mjpg"
+    assert table["staff"] == {"adapter": "reference", "url": "socket://127.0.0.1:9"}
+    assert table["screen"]["finger"] == "grbl:serial:/dev/pts/9"
+    bad = CliRunner().invoke(app, ["screens", "station", str(src), "--out", str(src / "x.toml")])
+    assert bad.exit_code == 2 and "cannot write" in bad.output, bad.output  # a file as the folder

@@ -66,7 +66,12 @@ def station_cmd(src: Path = typer.Argument(..., help="A station file whose reade
     except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:
         console.print(f"[red]screens station:[/red] {src}: {exc}")
         raise typer.Exit(2)
-    out.write_text(tomli_w.dumps(table), encoding="utf-8")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(tomli_w.dumps(table), encoding="utf-8")
+    except OSError as exc:
+        console.print(f"[red]screens station:[/red] cannot write {out}: {exc}")
+        raise typer.Exit(2)
     print(out)
 
 
