@@ -676,7 +676,8 @@ class ScreenRecognizer:
                     hits.append((spec.id, phrase, sim, start, start + len(p)))
         # a phrase read inside a longer phrase of another screen (its key phrases and its "also"
         # phrases, e.g. N16's reminder, which holds マイナンバーカードを...てください) is explained by
-        # that one, when read at least as well: a fuzzy long phrase does not overrule a verbatim short one
+        # that one, when read at least as well or when not read verbatim: a fuzzy long phrase does not
+        # overrule a verbatim short one, but a fuzzy short one inside it is only that phrase misread
         others = list(hits)
         for spec in self.map.screens.values():
             for phrase in spec.also:
@@ -685,7 +686,8 @@ class ScreenRecognizer:
                 if sim >= PHRASE_MIN_SIMILARITY:
                     others.append((spec.id, phrase, sim, start, start + len(p)))
         kept = [h for h in hits if not any(o is not h and o[4] - o[3] > h[4] - h[3] and o[3] <= h[3] + 1
-                                           and h[4] <= o[4] + 1 and o[0] != h[0] and o[2] >= h[2] for o in others)]
+                                           and h[4] <= o[4] + 1 and o[0] != h[0] and (o[2] >= h[2] or h[2] < 1.0)
+                                           for o in others)]
         labels_seen = self._labels_seen(lines if button_lines is None else button_lines)
         keys = {label for spec in self.map.screens.values() for label in spec.keypad.values()}
         scored_labels = set(labels_seen) - keys  # a keypad is located, not evidence for a screen

@@ -173,6 +173,45 @@ def test_a_small_margin_is_ambiguous_never_found(recognizer):
     assert v.state == "unknown" and not v.found
 
 
+def _read(text: str, *labels: str) -> list:
+    """OCR lines reading ``text`` (what Tesseract gave on a camera frame) and button labels, for judge()."""
+    from drivers.screen import OcrLine
+
+    return [OcrLine(text, (40, 60, 720, 60), 80.0)] + [OcrLine(lb, (40 + 200 * i, 380, 180, 70), 80.0)
+                                                        for i, lb in enumerate(labels)]
+
+
+def test_a_misread_phrase_inside_another_screens_longer_phrase_is_not_that_screen(recognizer):
+    """Seen in the identification bench (harsh camera, glare on the lock message): the lock
+    screen's N16 reminder misread as マイナンバパーカード出してください scored idle's
+    マイナンバーカードを置いてください at 0.82, a hair above the reminder's own 0.82, and the frame
+    was *found* as idle. A fuzzy short phrase inside a longer phrase read there is only that one
+    misread: the frame is no screen (wait), never idle."""
+    seen = ("同計証付きカードリーダーがロックされましたお住まいの市区町|口に\\合わせください"
+            "忘れずに、きカードリーダーからマイナンバパーカード出してください||")
+    from drivers.screen import template_signature
+
+    sig = template_signature(render_panel(state(Screen.PIN_LOCKED)))
+    v = recognizer.judge(_read(seen), sig)
+    assert not (v.found and v.screen == "idle"), v
+    # read verbatim, the short phrase is the screen it belongs to, whatever longer phrase is near
+    idle = recognizer.judge(_read("マイナンバーカードを置いてください"),
+                            template_signature(render_panel(state(Screen.IDLE))))
+    assert idle.found and idle.screen == "idle", idle
+
+
+def test_one_glyph_that_tells_two_phrases_apart_must_be_read(recognizer):
+    """あと2回 / あと1回 differ in one glyph, the news: あと0回 (in no phrase of the map) is neither."""
+    from drivers.screen import template_signature
+
+    sig = template_signature(render_panel(state(Screen.PIN_ENTRY)))
+    for tries, want in (("2", "あと2回間違えるとロックされます"), ("1", "あと1回間違えるとロックされます"), ("0", None)):
+        v = recognizer.judge(_read(f"暗証番号が違います。あと{tries}回間違えるとロックされます", "キャンセル"), sig)
+        assert v.found and v.screen == "pin_entry", v
+        also = [line for line in v.message.splitlines() if line.startswith("あと")]
+        assert also == ([want] if want else []), (tries, v.message)
+
+
 def test_template_must_confirm_the_ocr(recognizer):
     # the idle words on a panel laid out like no reference frame (text low, header gone)
     img = np.full((480, 800, 3), 255, np.uint8)
