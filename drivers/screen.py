@@ -38,6 +38,7 @@ TESSDATA_DIRS = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-oc
 OCR_SCALE = 0.6  # the panel is read at 480x288: large text stays legible, Tesseract runs ~2x faster
 BUTTON_OCR_SCALE = 0.8  # a label alone in its crop: larger reads better through a camera
 PHRASE_MIN_SIMILARITY = 0.8  # a key phrase counts as read when this much of it matches
+PHRASE_SHADOW_SIMILARITY = 0.6  # ... and is read in part at this much: enough to explain a fuzzy phrase inside it
 LABEL_MIN_SIMILARITY = 0.7  # a button's own crop: one misread glyph in four still finds its label
 FOUND_MIN_SCORE = 0.75
 FOUND_MIN_MARGIN = 0.15  # best minus second-best; less is "ambiguous, wait"
@@ -666,28 +667,23 @@ class ScreenRecognizer:
     def judge(self, lines: list[OcrLine], signature: np.ndarray | None,
               button_lines: list[OcrLine] | None = None) -> Verdict:
         text = normalise("".join(line.text for line in lines))
-        # every key phrase read, with where it was read
-        hits: list[tuple[str, str, float, int, int]] = []  # (screen, phrase, similarity, start, end)
+        # every phrase of the map read at least in part, with where: (screen, phrase, similarity, start, end)
+        reads: list[tuple[str, str, float, int, int]] = []
         for spec in self.map.screens.values():
-            for phrase in spec.phrases:
+            for phrase in dict.fromkeys(spec.phrases + spec.also):
                 p = normalise(phrase)
                 sim, start = partial_similarity(p, text)
-                if sim >= PHRASE_MIN_SIMILARITY:
-                    hits.append((spec.id, phrase, sim, start, start + len(p)))
+                if sim >= PHRASE_SHADOW_SIMILARITY:
+                    reads.append((spec.id, phrase, sim, start, start + len(p)))
+        key_phrases = {(spec.id, phrase) for spec in self.map.screens.values() for phrase in spec.phrases}
+        hits = [r for r in reads if (r[0], r[1]) in key_phrases and r[2] >= PHRASE_MIN_SIMILARITY]
         # a phrase read inside a longer phrase of another screen (its key phrases and its "also"
         # phrases, e.g. N16's reminder, which holds マイナンバーカードを...てください) is explained by
-        # that one, when read at least as well or when not read verbatim: a fuzzy long phrase does not
-        # overrule a verbatim short one, but a fuzzy short one inside it is only that phrase misread
-        others = list(hits)
-        for spec in self.map.screens.values():
-            for phrase in spec.also:
-                p = normalise(phrase)
-                sim, start = partial_similarity(p, text)
-                if sim >= PHRASE_MIN_SIMILARITY:
-                    others.append((spec.id, phrase, sim, start, start + len(p)))
+        # that one: a verbatim short phrase only by the longer one read verbatim too, a fuzzy one by
+        # the longer one read even in part (操作がなかったため終了しま… half glared is not 終了しました)
         kept = [h for h in hits if not any(o is not h and o[4] - o[3] > h[4] - h[3] and o[3] <= h[3] + 1
                                            and h[4] <= o[4] + 1 and o[0] != h[0] and (o[2] >= h[2] or h[2] < 1.0)
-                                           for o in others)]
+                                           for o in reads)]
         labels_seen = self._labels_seen(lines if button_lines is None else button_lines)
         keys = {label for spec in self.map.screens.values() for label in spec.keypad.values()}
         scored_labels = set(labels_seen) - keys  # a keypad is located, not evidence for a screen

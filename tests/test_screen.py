@@ -182,11 +182,11 @@ def _read(text: str, *labels: str) -> list:
 
 
 def test_a_misread_phrase_inside_another_screens_longer_phrase_is_not_that_screen(recognizer):
-    """Seen in the identification bench (harsh camera, glare on the lock message): the lock
+    """Seen in the identification bench (harsh camera, glare on the message): the lock
     screen's N16 reminder misread as マイナンバパーカード出してください scored idle's
     マイナンバーカードを置いてください at 0.82, a hair above the reminder's own 0.82, and the frame
-    was *found* as idle. A fuzzy short phrase inside a longer phrase read there is only that one
-    misread: the frame is no screen (wait), never idle."""
+    was *found* as idle; the timeout error, half glared, was found as done. A fuzzy short phrase
+    inside a longer phrase read there, even in part, is only that one misread: wait."""
     seen = ("同計証付きカードリーダーがロックされましたお住まいの市区町|口に\\合わせください"
             "忘れずに、きカードリーダーからマイナンバパーカード出してください||")
     from drivers.screen import template_signature
@@ -194,6 +194,11 @@ def test_a_misread_phrase_inside_another_screens_longer_phrase_is_not_that_scree
     sig = template_signature(render_panel(state(Screen.PIN_LOCKED)))
     v = recognizer.judge(_read(seen), sig)
     assert not (v.found and v.screen == "idle"), v
+    # the timeout error with 操作がなかったため glared: its 終了しま... is not done's 終了しました
+    timeout = state(Screen.ERROR, Text("180秒間操作がなかったため終了しました。", "") + TAKE_CARD)
+    v = recognizer.judge(_read("|かったため終了しまし/記れずに、きカードリーターからマイナ|ンパーカード2り出"),
+                         template_signature(render_panel(timeout)))
+    assert not (v.found and v.screen == "done"), v
     # read verbatim, the short phrase is the screen it belongs to, whatever longer phrase is near
     idle = recognizer.judge(_read("マイナンバーカードを置いてください"),
                             template_signature(render_panel(state(Screen.IDLE))))
