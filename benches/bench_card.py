@@ -46,9 +46,9 @@ def persona(tmp_path_factory):
     return p
 
 
-def _card_process(persona, state: Path, host: str, port: int) -> subprocess.Popen:
+def _card_process(persona, state: Path, link: list[str]) -> subprocess.Popen:
     argv = [sys.executable, "-m", "sim.card", "serve", "--persona", str(persona.source), "--state", str(state),
-            "--vpcd", f"{host}:{port}", "--control-port", "0"]
+            *link, "--control-port", "0"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     line = proc.stdout.readline()
     if not _READY.match(line):
@@ -73,7 +73,7 @@ def _stop(proc: subprocess.Popen) -> None:
 def pcsc_conn(pcscd, persona, tmp_path_factory):
     reader = PcscReader(pcscd.reader_names[0])
     reader.wait_for_removal(EVENT_TIMEOUT_S)
-    proc = _card_process(persona, tmp_path_factory.mktemp("state") / "card.json", "127.0.0.1", pcscd.slot_port(0))
+    proc = _card_process(persona, tmp_path_factory.mktemp("state") / "card.json", pcscd.card_args(0))
     try:
         reader.wait_for_insertion(EVENT_TIMEOUT_S)
         with reader.connect(log_size=64) as conn:
@@ -116,8 +116,8 @@ def raw_card(persona, tmp_path_factory):
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
     listener.settimeout(20)
-    proc = _card_process(persona, tmp_path_factory.mktemp("state") / "raw.json", "127.0.0.1",
-                         listener.getsockname()[1])
+    proc = _card_process(persona, tmp_path_factory.mktemp("state") / "raw.json",
+                         ["--vpcd", f"127.0.0.1:{listener.getsockname()[1]}"])
     sock = None
     try:
         sock, _ = listener.accept()

@@ -118,7 +118,7 @@ def placer(pcscd, tmp_path_factory):
     persona = load_deck(folder)[0]
     reader = PcscReader(pcscd.reader_names[0])
     with SimProcess("sim.card", "serve", "--persona", str(persona.source), "--state", str(folder / "state.json"),
-                    "--vpcd", f"127.0.0.1:{pcscd.slot_port(0)}", "--control-port", "0", "--removed") as card, \
+                    *pcscd.card_args(0), "--control-port", "0", "--removed") as card, \
             SimProcess("sim.rig", "--pty", "--card", f"1=127.0.0.1:{card.ready['control']}") as rp, \
             RigController(rig_url(rp)) as r:
         yield r, reader

@@ -4,8 +4,10 @@ Two kinds:
 
 * the *system* pcscd (Debian's vpcd config: "Virtual PCD 00 00" on TCP 35963 and
   "Virtual PCD 00 01" on 35964), started here if it is not already running;
-* a *private* pcscd in its own mount namespace, with a tmpfs on /run/pcscd and its own
-  vpcd reader.conf on ports we choose. Clients reach it through
+* a *private* pcscd in its own mount and network namespaces, with a tmpfs on /run/pcscd and
+  its own vpcd reader.conf on ports we choose. Its vpcd ports exist only in its network
+  namespace, which holds nothing but a loopback: no network reaches them, and a card enters
+  that namespace to connect (sim/netns.py, ``card_args``). Clients reach pcscd through
   ``PCSCLITE_CSOCK_NAME=/proc/<pid>/root/run/pcscd/pcscd.comm``. This is how tests, helpers
   and fleet workers each get their own two card slots on one machine without colliding
   (one pcscd only ever has two vpcd slots: see shared notes, pcsc-sim.md).
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import psutil
 
+from sim.netns import namespace_of, tcp_listening
 from sim.reaping import register
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,21 @@ class PcscdInstance:
     workdir: Path | None = None
     log_path: Path | None = None
     _proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def netns(self) -> Path | None:
+        """The network namespace its vpcd ports are in; None: the host's (the system pcscd)."""
+        return namespace_of(self.pid) if self.private and self.pid is not None else None
+
+    def card_args(self, slot: int) -> list[str]:
+        """How a card process (``python -m sim.card serve``) reaches this slot's vpcd port."""
+        args = ["--vpcd", f"127.0.0.1:{self.slot_port(slot)}"]
+        netns = self.netns
+        return args + (["--vpcd-netns", str(netns)] if netns is not None else [])
+
+    def vpcd_listening(self, slot: int) -> bool:
+        """Is this slot's vpcd port listening (where its cards connect)?"""
+        return tcp_listening(self.slot_port(slot), self.pid if self.private else None)
 
     @property
     def reader_names(self) -> list[str]:
@@ -159,22 +177,6 @@ def _wait_for(predicate, timeout_s: float, what: str) -> None:
     raise PcscdError(f"timed out after {timeout_s:.1f}s waiting for {what}")
 
 
-def _listening(port: int) -> bool:
-    """Is something listening on this TCP port? Read from /proc, never by connecting:
-    a connection to a vpcd port *is* a card insertion."""
-    needle = f":{port:04X} "
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as fh:
-                for line in fh.readlines()[1:]:
-                    cols = line.split()
-                    if cols[1].endswith(needle.strip()) and cols[3] == "0A":
-                        return True
-        except OSError:
-            continue
-    return False
-
-
 def _check_installed() -> str:
     exe = shutil.which("pcscd")
     if exe is None:
@@ -221,7 +223,7 @@ def ensure_system_pcscd(timeout_s: float = 10.0, log_path: Path | None = None) -
                          log_path=log_path, _proc=proc)
     try:
         _wait_for(system_pcscd_running, timeout_s, "the system pcscd socket")
-        _wait_for(lambda: _listening(SYSTEM_VPCD_PORT), timeout_s, "vpcd on port 35963")
+        _wait_for(lambda: tcp_listening(SYSTEM_VPCD_PORT), timeout_s, "vpcd on port 35963")
     except PcscdError:
         inst.stop()
         raise
@@ -229,10 +231,11 @@ def ensure_system_pcscd(timeout_s: float = 10.0, log_path: Path | None = None) -
 
 
 def start_private_pcscd(vpcd_port: int | None = None, timeout_s: float = 10.0) -> PcscdInstance:
-    """Start a pcscd of our own in a private mount namespace with its own vpcd ports."""
+    """Start a pcscd of our own in private mount and network namespaces with its own vpcd ports."""
     exe = _check_installed()
-    if shutil.which("unshare") is None:
-        raise PcscdError("unshare (util-linux) is needed for a private pcscd")
+    for tool, package in (("unshare", "util-linux"), ("ip", "iproute2")):
+        if shutil.which(tool) is None:
+            raise PcscdError(f"{tool} ({package}) is needed for a private pcscd")
     port = vpcd_port or free_port_pair()
     workdir = Path(tempfile.mkdtemp(prefix="facehil-pcscd-"))
     conf = workdir / "reader.conf.d"
@@ -244,11 +247,12 @@ def start_private_pcscd(vpcd_port: int | None = None, timeout_s: float = 10.0) -
         f"CHANNELID    0x{port:04X}\n"
     )
     log_path = workdir / "pcscd.log"
-    # exec keeps pcscd as the pid we hold, so /proc/<pid>/root sees its private /run/pcscd.
-    script = f"mount -t tmpfs tmpfs /run/pcscd && exec {exe} --foreground -c {conf}"
+    # exec keeps pcscd as the pid we hold, so /proc/<pid>/root sees its private /run/pcscd and
+    # /proc/<pid>/ns/net its network namespace (a loopback only: vpcd binds every interface).
+    script = f"ip link set lo up && mount -t tmpfs tmpfs /run/pcscd && exec {exe} --foreground -c {conf}"
     Path("/run/pcscd").mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as logf:
-        proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        proc = subprocess.Popen(["unshare", "-m", "-n", "--propagation", "private", "sh", "-c", script],
                                 stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     register(proc.pid, group=True)
@@ -259,14 +263,14 @@ def start_private_pcscd(vpcd_port: int | None = None, timeout_s: float = 10.0) -
     def ready() -> bool:
         if proc.poll() is not None:
             raise PcscdError(f"private pcscd exited with {proc.returncode}: {log_path.read_text()[-500:]}")
-        return sock.exists() and _listening(port)
+        return sock.exists() and inst.vpcd_listening(0) and inst.vpcd_listening(1)
 
     try:
         _wait_for(ready, timeout_s, f"private pcscd (vpcd port {port})")
     except PcscdError:
         inst.stop()
         raise
-    log.info("private pcscd pid %d, vpcd ports %d/%d", proc.pid, port, port + 1)
+    log.info("private pcscd pid %d, vpcd ports %d/%d in its own network namespace", proc.pid, port, port + 1)
     return inst
 
 

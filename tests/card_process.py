@@ -38,12 +38,13 @@ def pick_personas(deck_dir: Path) -> tuple:
 
 
 class CardProcess:
-    """One card process in ``vpcd_host:vpcd_port``; ``stop()`` kills it by PID and waits."""
+    """One card process in a vpcd slot (``link``: ``PcscdInstance.card_args(slot)``); ``stop()``
+    kills it by PID and waits."""
 
-    def __init__(self, persona, state: Path, vpcd_port: int, vpcd_host: str = "127.0.0.1",
-                 removed: bool = False, env: dict | None = None, extra_args: tuple[str, ...] = ()):
+    def __init__(self, persona, state: Path, link: list[str], removed: bool = False, env: dict | None = None,
+                 extra_args: tuple[str, ...] = ()):
         argv = [sys.executable, "-m", "sim.card", "serve", "--persona", str(persona.source), "--state", str(state),
-                "--vpcd", f"{vpcd_host}:{vpcd_port}", "--control-port", "0", *extra_args]
+                *link, "--control-port", "0", *extra_args]
         if removed:
             argv.append("--removed")
         self.persona = persona

@@ -32,7 +32,7 @@ def cards(pcscd, deck, tmp_path_factory):
     procs = []
     try:
         for slot, persona in enumerate(deck):
-            procs.append(CardProcess(persona, state / f"{persona.id}.json", pcscd.slot_port(slot)))
+            procs.append(CardProcess(persona, state / f"{persona.id}.json", pcscd.card_args(slot)))
         for r in readers:
             r.wait_for_insertion(EVENT_TIMEOUT_S)
         yield dict(zip(("standard", "face-auth"), zip(pcscd.reader_names, deck)))

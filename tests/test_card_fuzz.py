@@ -188,7 +188,7 @@ def test_fuzz_through_pcscd(pcscd, decks, tmp_path, record_property):
     reader = PcscReader(pcscd.reader_names[0])
     reader.wait_for_removal(EVENT_TIMEOUT_S)
     state = tmp_path / "card.json"
-    proc = CardProcess(persona, state, pcscd.slot_port(0))
+    proc = CardProcess(persona, state, pcscd.card_args(0))
     rng = random.Random(SEED + 1)
     local = build_card(persona, None, material)  # the same layout: the fuzzer's and the model's view
     model = CardModel(local.apps, persona.start_tries(), dict(COUNTERS), persona.blocked_sw)
@@ -212,7 +212,7 @@ def test_fuzz_through_pcscd(pcscd, decks, tmp_path, record_property):
                         conn.close()
                         proc.stop()
                         reader.wait_for_removal(EVENT_TIMEOUT_S)
-                        proc = CardProcess(persona, state, pcscd.slot_port(0))
+                        proc = CardProcess(persona, state, pcscd.card_args(0))
                         reader.wait_for_insertion(EVENT_TIMEOUT_S)
                         conn = reader.connect()
                         model.lose_session()

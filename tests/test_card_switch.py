@@ -133,7 +133,7 @@ def test_cli_switch_serves_the_new_profile_and_the_pin_works_again(pcscd, deck, 
     persona = _persona(deck, "p003")
     reader = PcscReader(pcscd.reader_names[0])
     reader.wait_for_removal(EVENT_TIMEOUT_S)
-    card = CardProcess(persona, tmp_path / "p003.state.json", pcscd.slot_port(0))
+    card = CardProcess(persona, tmp_path / "p003.state.json", pcscd.card_args(0))
     state_dir = tmp_path / "station"
     state_dir.mkdir()
     _station_file(state_dir, persona, f"{card.control.host}:{card.control.port}")

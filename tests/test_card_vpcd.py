@@ -44,15 +44,15 @@ def wait_present(reader: str, present: bool, timeout_s: float = EVENT_TIMEOUT_S)
         SCardReleaseContext(ctx)
 
 
-def spawn_card(persona: Persona, state, port: int, removed: bool = False) -> CardProcess:
-    return CardProcess(persona, state, port, removed=removed, extra_args=("--seed", "1"))
+def spawn_card(persona: Persona, state, link: list[str], removed: bool = False) -> CardProcess:
+    return CardProcess(persona, state, link, removed=removed, extra_args=("--seed", "1"))
 
 
 @pytest.fixture(scope="module")
 def served(pcscd, card_deck, tmp_path_factory):
     persona = Persona.load(card_deck / "personas" / "p001.toml")
     state = tmp_path_factory.mktemp("vpcd") / "p001.json"
-    card = spawn_card(persona, state, pcscd.slot_port(0))
+    card = spawn_card(persona, state, pcscd.card_args(0))
     reader = pcscd.reader_names[0]
     assert wait_present(reader, True), "pcscd never saw the card"
     # PRESENT comes before pcscd has powered the card and published its ATR length
@@ -169,7 +169,7 @@ def test_control_port_survives_bad_input(served):
 def test_removed_start_then_quit(pcscd, card_deck, tmp_path):
     persona = Persona.load(card_deck / "personas" / "p002.toml")
     reader = pcscd.reader_names[1]
-    card = spawn_card(persona, tmp_path / "p002.json", pcscd.slot_port(1), removed=True)
+    card = spawn_card(persona, tmp_path / "p002.json", pcscd.card_args(1), removed=True)
     proc, control = card.proc, card.control
     try:
         assert control.status()["inserted"] == "0"
@@ -223,7 +223,7 @@ class FakeVpcd:
 def test_vpcd_link_survives_garbage_frames(card_deck, tmp_path):
     persona = Persona.load(card_deck / "personas" / "p001.toml")
     vpcd = FakeVpcd()
-    card = spawn_card(persona, tmp_path / "s.json", vpcd.port)
+    card = spawn_card(persona, tmp_path / "s.json", ["--vpcd", f"127.0.0.1:{vpcd.port}"])
     proc, control = card.proc, card.control
     try:
         vpcd.accept()

@@ -350,7 +350,7 @@ def test_end_to_end_through_pcscd(pcscd, standard, tmp_path):
 
     reader = PcscReader(pcscd.reader_names[0])
     reader.wait_for_removal(EVENT_TIMEOUT_S)
-    card_proc = CardProcess(standard, tmp_path / "state.json", pcscd.slot_port(0))
+    card_proc = CardProcess(standard, tmp_path / "state.json", pcscd.card_args(0))
     try:
         inserted = reader.wait_for_insertion(EVENT_TIMEOUT_S)
         with reader.connect() as conn:

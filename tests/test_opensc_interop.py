@@ -60,7 +60,7 @@ def wait_listed(pcscd, reader_index: int) -> None:
 @pytest.fixture(scope="module")
 def standard_card(pcscd, card_deck, tmp_path_factory):
     persona = Persona.load(card_deck / "personas" / "p001.toml")
-    card = CardProcess(persona, tmp_path_factory.mktemp("opensc") / "p001.json", pcscd.slot_port(0))
+    card = CardProcess(persona, tmp_path_factory.mktemp("opensc") / "p001.json", pcscd.card_args(0))
     try:
         wait_listed(pcscd, 0)
         yield persona
@@ -71,7 +71,7 @@ def standard_card(pcscd, card_deck, tmp_path_factory):
 @pytest.fixture(scope="module")
 def face_auth_card(pcscd, card_deck, tmp_path_factory):
     persona = Persona.load(card_deck / "personas" / "p002.toml")
-    card = CardProcess(persona, tmp_path_factory.mktemp("opensc") / "p002.json", pcscd.slot_port(1))
+    card = CardProcess(persona, tmp_path_factory.mktemp("opensc") / "p002.json", pcscd.card_args(1))
     try:
         wait_listed(pcscd, 1)
         yield persona

@@ -2,7 +2,7 @@
 
 The transport-level behaviours (61xx chaining, 6Cxx, extended APDUs, a card vanishing in the
 middle of an APDU) need a card that does them on purpose, so this file carries a tiny
-scripted vpcd card (run as ``python tests/test_pcsc_driver.py PORT``, a process of its own:
+scripted vpcd card (run as ``python tests/test_pcsc_driver.py PORT [NETNS]``, a process of its own:
 a card served from the test process can hang it at exit). Card-level behaviour is tested
 against the real software card in test_mynumber_driver.py.
 """
@@ -75,7 +75,11 @@ def _card_answer(apdu: bytes, state: dict) -> bytes | None:
     return b"\x6D\x00"
 
 
-def _serve(port: int) -> None:
+def _serve(port: int, netns: str | None) -> None:
+    if netns:  # a private pcscd's vpcd listens in its own network namespace (sim/netns.py)
+        from sim.netns import enter
+
+        enter(netns)
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     state: dict = {}
@@ -106,7 +110,7 @@ def _serve(port: int) -> None:
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]))
+    _serve(int(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
     sys.exit(0)
 
 # --------------------------------------------------------------------------- fixtures (below: tests)
@@ -124,10 +128,11 @@ class ScriptedCard:
     def __init__(self, pcscd, slot: int):
         self.reader = PcscReader(pcscd.reader_names[slot])
         self.port = pcscd.slot_port(slot)
+        self.netns = str(pcscd.netns or "")
         self.proc: subprocess.Popen | None = None
 
     def insert(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, __file__, str(self.port)])
+        self.proc = subprocess.Popen([sys.executable, __file__, str(self.port), self.netns])
 
     def remove(self) -> None:
         if self.proc is not None:
@@ -391,7 +396,7 @@ def test_real_card_events_and_a_drop_mid_apdu(pcscd, card_deck, tmp_path):
     reader = PcscReader(pcscd.reader_names[1])
     reader.wait_for_removal(INSERT_TIMEOUT_S)
     persona = pick_personas(card_deck)[0]
-    card = CardProcess(persona, tmp_path / "state.json", pcscd.slot_port(1), removed=True)
+    card = CardProcess(persona, tmp_path / "state.json", pcscd.card_args(1), removed=True)
     try:
         with pytest.raises(PcscTimeout):
             reader.wait_for_insertion(0.3)

@@ -32,13 +32,13 @@ def deck(tmp_path_factory):
 @pytest.fixture(scope="module")
 def station(pcscd, deck, tmp_path_factory):
     state = tmp_path_factory.mktemp("rig-card-state")
-    port = pcscd.slot_port(0)
+    link = pcscd.card_args(0)
     reader = PcscReader(pcscd.reader_names[0])
     reader.wait_for_removal(EVENT_S)  # nothing left over from other tests
     cards = []
     try:
         for i, persona in enumerate(deck, start=1):
-            cards.append(CardProcess(persona, state / f"{persona.id}.json", port, removed=True))
+            cards.append(CardProcess(persona, state / f"{persona.id}.json", link, removed=True))
         args = []
         for i, card in enumerate(cards, start=1):
             args += ["--card", f"{i}=127.0.0.1:{card.control.port}"]
@@ -94,7 +94,7 @@ def test_placing_another_deck_card_removes_the_first(station):
 def test_card_process_gone_is_reported_as_e_hw(station, deck, pcscd, tmp_path):
     rig, reader, cards = station
     rig.remove_card(FAST_MM_S)
-    dead = CardProcess(deck[0], tmp_path / "dead.json", pcscd.slot_port(0), removed=True)
+    dead = CardProcess(deck[0], tmp_path / "dead.json", pcscd.card_args(0), removed=True)
     dead_port = dead.control.port
     dead.stop()
     with SimProcess("sim.rig", "--pty", "--card", f"5=127.0.0.1:{dead_port}") as p, RigController(rig_url(p)) as r2:

@@ -20,7 +20,8 @@ def up(state_dir: Path = typer.Option(None, help="Where the station keeps its st
        firmware: str = typer.Option("1.4.0", help="Reference reader firmware version to boot."),
        dataset: Path = typer.Option(None, help="Face dataset (else FACEHIL_FACES, else packaged samples)."),
        private_pcscd: bool = typer.Option(False, "--private-pcscd",
-                                          help="Run a pcscd of our own in a private mount namespace."),
+                                          help="Run a pcscd of our own in private mount and network namespaces: "
+                                               "its vpcd ports are off every network (hardware.md 9.1)."),
        ) -> None:
     """Start the simulated station; prints the station file's path."""
     try:
@@ -29,6 +30,9 @@ def up(state_dir: Path = typer.Option(None, help="Where the station keeps its st
     except StationError as exc:
         console.print(f"[red]sim up failed:[/red] {exc}")
         raise typer.Exit(1)
+    if not private_pcscd:  # stdout stays the path alone, for S=$(facehil sim up)
+        typer.echo("note: the system pcscd's vpcd listens on every interface (TCP 35963-35964); "
+                   "--private-pcscd keeps the card slots off the network (hardware.md 9.1)", err=True)
     print(path)
 
 

@@ -1,4 +1,4 @@
-"""`python -m sim.card serve --persona FILE --state FILE --vpcd HOST:PORT --control-port N [--removed]`
+"""`python -m sim.card serve --persona FILE --state FILE --vpcd HOST:PORT [--vpcd-netns PATH] --control-port N [--removed]`
 
 One process per card. Prints ``READY control=<port>`` on stdout once the control port
 listens (``--control-port 0`` picks a free port). SIGTERM and QUIT stop it cleanly.
@@ -38,6 +38,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     s.add_argument("--persona", type=Path, required=True)
     s.add_argument("--state", type=Path, required=True, help="card state file (retry counters)")
     s.add_argument("--vpcd", type=_hostport, default=("127.0.0.1", 35963))
+    s.add_argument("--vpcd-netns", type=Path, default=None,
+                   help="the network namespace vpcd listens in (a private pcscd's /proc/PID/ns/net)")
     s.add_argument("--control-port", type=int, default=0)
     s.add_argument("--removed", action="store_true", help="start with the card off the reader")
     s.add_argument("--seed", type=int, default=None, help="seed for flaky coupling")
@@ -53,7 +55,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"ERROR {exc}", file=sys.stderr, flush=True)
         return 2
     host, port = args.vpcd
-    link = CardLink(card, host, port, inserted=not args.removed, rng=random.Random(args.seed))
+    link = CardLink(card, host, port, inserted=not args.removed, rng=random.Random(args.seed), netns=args.vpcd_netns)
     info = {"persona": persona.id, "profile": persona.profile}
     try:
         server = ControlServer(args.control_port, link, info)
@@ -65,6 +67,11 @@ def serve(args: argparse.Namespace) -> int:
     server.reload = lambda: reload_card(link, args.persona, args.state, info)
     link_thread = threading.Thread(target=link.run, name="vpcd-link", daemon=True)
     link_thread.start()
+    link.started.wait()
+    if link.start_error is not None:
+        print(f"ERROR the card cannot reach vpcd: {link.start_error}", file=sys.stderr, flush=True)
+        server.server_close()
+        return 2
     signal.signal(signal.SIGTERM, lambda *_: server.request_quit())
     print(f"READY control={server.port}", flush=True)
     log.info("card %s (%s) on vpcd %s:%d, control port %d", persona.id, persona.profile, host, port, server.port)

@@ -71,7 +71,7 @@ def control_port(ctx: SimContext, spawned: Spawned) -> int:
 def spawn_card(ctx: SimContext, persona: Persona, slot: int, name: str, removed: bool = False) -> Spawned:
     state = ctx.state_dir / "cards" / f"{persona.id}.state.json"
     argv = ctx.python("sim.card", "serve", "--persona", str(persona.source), "--state", str(state),
-                      "--vpcd", f"127.0.0.1:{ctx.pcscd.slot_port(slot)}", "--control-port", "0")
+                      *ctx.pcscd.card_args(slot), "--control-port", "0")
     return ctx.spawn(name, argv + (["--removed"] if removed else []))
 
 

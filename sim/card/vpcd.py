@@ -1,6 +1,8 @@
 """Serve one CardOS to pcscd through vsmartcard's vpcd socket protocol.
 
-The card side connects to vpcd's TCP port: connected = card inserted, closed = removed.
+The card side connects to vpcd's TCP port: connected = card inserted, closed = removed. A
+private pcscd's vpcd listens in a network namespace of its own (sim/pcscd.py): the serving
+thread enters it before its first connection (sim/netns.py).
 Every message is a 2-byte big-endian length and a payload. A 1-byte payload is control
 (0 power off, 1 power on, 2 reset, 4 get ATR: only 4 is answered); anything longer is a
 command APDU, answered with the response APDU. We never send an empty reply (vpcd takes
@@ -24,7 +26,9 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+from sim import netns as _netns
 from sim.card.cardos import CardOS
 
 log = logging.getLogger(__name__)
@@ -54,9 +58,13 @@ class CardLink:
     """The card's side of one vpcd slot. Thread-safe; ``run()`` is the serving loop."""
 
     def __init__(self, card: CardOS, host: str, port: int, inserted: bool = True,
-                 rng: random.Random | None = None, dropout_s: float = DEFAULT_DROPOUT_S) -> None:
+                 rng: random.Random | None = None, dropout_s: float = DEFAULT_DROPOUT_S,
+                 netns: str | Path | None = None) -> None:
         self.card = card
         self.addr = (host, port)
+        self.netns = netns
+        self.started = threading.Event()  # run() is serving (or has given up: ``start_error``)
+        self.start_error: OSError | None = None
         self._cond = threading.Condition()
         self._inserted = inserted
         self._coupling = "present"
@@ -118,6 +126,14 @@ class CardLink:
                 pass
 
     def run(self) -> None:
+        if self.netns is not None:
+            try:
+                _netns.enter(self.netns)  # this thread only: the control port stays on the host
+            except OSError as exc:
+                self.start_error = exc
+                self.started.set()
+                return
+        self.started.set()
         while True:
             with self._cond:
                 while not self._stopping and not self._want_connected():
