@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.facehil-installed
 
 APT_PACKAGES := pcscd libpcsclite-dev vsmartcard-vpcd opensc pcsc-tools gcc g++ swig python3-dev python3-venv \
-	redis-server postgresql chromium fonts-dejavu-core fonts-noto-cjk util-linux \
+	redis-server postgresql chromium fonts-dejavu-core fonts-noto-cjk util-linux iproute2 \
 	tesseract-ocr-jpn libtesseract-dev libleptonica-dev pkg-config
 
 # Face data: a user's own via FACEHIL_FACES, else the shared folder when it exists here,
