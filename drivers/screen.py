@@ -23,6 +23,7 @@ import unicodedata
 from collections import deque
 from dataclasses import dataclass, field, replace
 from difflib import SequenceMatcher
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ OCR_SCALE = 0.6  # the panel is read at 480x288: large text stays legible, Tesse
 BUTTON_OCR_SCALE = 0.8  # a label alone in its crop: larger reads better through a camera
 PHRASE_MIN_SIMILARITY = 0.8  # a key phrase counts as read when this much of it matches
 PHRASE_SHADOW_SIMILARITY = 0.6  # ... and is read in part at this much: enough to explain a fuzzy phrase inside it
+SHADOW_MARGIN = 0.05  # ... if read this much better than the phrase inside it alone would make it look
 LABEL_MIN_SIMILARITY = 0.7  # a button's own crop: one misread glyph in four still finds its label
 FOUND_MIN_SCORE = 0.75
 FOUND_MIN_MARGIN = 0.15  # best minus second-best; less is "ambiguous, wait"
@@ -677,13 +679,7 @@ class ScreenRecognizer:
                     reads.append((spec.id, phrase, sim, start, start + len(p)))
         key_phrases = {(spec.id, phrase) for spec in self.map.screens.values() for phrase in spec.phrases}
         hits = [r for r in reads if (r[0], r[1]) in key_phrases and r[2] >= PHRASE_MIN_SIMILARITY]
-        # a phrase read inside a longer phrase of another screen (its key phrases and its "also"
-        # phrases, e.g. N16's reminder, which holds マイナンバーカードを...てください) is explained by
-        # that one: a verbatim short phrase only by the longer one read verbatim too, a fuzzy one by
-        # the longer one read even in part (操作がなかったため終了しま… half glared is not 終了しました)
-        kept = [h for h in hits if not any(o is not h and o[4] - o[3] > h[4] - h[3] and o[3] <= h[3] + 1
-                                           and h[4] <= o[4] + 1 and o[0] != h[0] and (o[2] >= h[2] or h[2] < 1.0)
-                                           for o in reads)]
+        kept = [h for h in hits if not any(_explains(o, h) for o in reads)]
         labels_seen = self._labels_seen(lines if button_lines is None else button_lines)
         keys = {label for spec in self.map.screens.values() for label in spec.keypad.values()}
         scored_labels = set(labels_seen) - keys  # a keypad is located, not evidence for a screen
@@ -747,6 +743,26 @@ class ScreenRecognizer:
         for _, label, box in sorted(found, reverse=True):
             seen.setdefault(label, box)
         return seen
+
+
+def _explains(o: tuple[str, str, float, int, int], h: tuple[str, str, float, int, int]) -> bool:
+    """Is phrase read ``h`` explained by ``o``, a longer phrase of another screen read where it is
+    (e.g. N16's reminder, which holds マイナンバーカードを...てください)? Only if ``o`` is read better
+    than ``h``'s own words would make it look (so its extra glyphs are there: 以外の診療 is not read
+    on the surgery consent), and a verbatim ``h`` only by an ``o`` read verbatim too: a fuzzy long
+    phrase does not overrule a verbatim short one, but 操作がなかったため終了しま… half glared is
+    not done's 終了しました."""
+    if o is h or o[0] == h[0] or o[4] - o[3] <= h[4] - h[3] or not (o[3] <= h[3] + 1 and h[4] <= o[4] + 1):
+        return False
+    if h[2] >= 1.0 and o[2] < 1.0:
+        return False
+    return o[2] > _resemblance(o[1], h[1]) + SHADOW_MARGIN
+
+
+@lru_cache(maxsize=4096)
+def _resemblance(longer: str, shorter: str) -> float:
+    """How well ``longer`` seems read in a text that holds only ``shorter``."""
+    return partial_similarity(normalise(longer), normalise(shorter))[0]
 
 
 def _by_display_order(spec: ScreenSpec, shapes: list[OcrLine], labels_seen: dict[str, tuple[int, int, int, int]],

@@ -199,6 +199,12 @@ def test_a_misread_phrase_inside_another_screens_longer_phrase_is_not_that_scree
     v = recognizer.judge(_read("|かったため終了しまし/記れずに、きカードリーターからマイナ|ンパーカード2り出"),
                          template_signature(render_panel(timeout)))
     assert not (v.found and v.screen == "done"), v
+    # but a longer phrase that only shares the words (the care consent holds the surgery one's, plus
+    # 以外の診療・お薬) explains nothing: the surgery consent with its first glyph lost is still itself
+    surgery = state(Screen.CONSENT_SURGERY)
+    v = recognizer.judge(_read("症付きカードリーダー去の手術情報を当機関に提供することに同意しますか。", "同意する", "同意しない"),
+                         template_signature(render_panel(surgery)))
+    assert v.found and v.screen == "consent_surgery", v
     # read verbatim, the short phrase is the screen it belongs to, whatever longer phrase is near
     idle = recognizer.judge(_read("マイナンバーカードを置いてください"),
                             template_signature(render_panel(state(Screen.IDLE))))
