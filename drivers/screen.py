@@ -38,6 +38,7 @@ TESSDATA_DIRS = ("/usr/share/tesseract-ocr/5/tessdata", "/usr/share/tesseract-oc
                  "/usr/share/tessdata")
 OCR_SCALE = 0.6  # the panel is read at 480x288: large text stays legible, Tesseract runs ~2x faster
 BUTTON_OCR_SCALE = 0.8  # a label alone in its crop: larger reads better through a camera
+BUTTON_MIN_CONTRAST = 40  # grey levels a button face is below the page (a moiré stripe through glare: ~20)
 PHRASE_MIN_SIMILARITY = 0.8  # a key phrase counts as read when this much of it matches
 PHRASE_SHADOW_SIMILARITY = 0.6  # ... and is read in part at this much: enough to explain a fuzzy phrase inside it
 SHADOW_MARGIN = 0.05  # ... if read this much better than the phrase inside it alone would make it look
@@ -49,7 +50,9 @@ TEMPLATE_SIZE = (160, 96)  # (w, h) the template comparison runs at: layout, not
 DARK_MEAN = 18.0  # a panel this dark is off (no backlight)
 REPROJECTION_LIMIT_PX = 2.0  # panel pixels, RMS over the 16 marker corners
 RECENT_FRAMES = 90  # 6 s at 15 fps: longer than one OCR pass on a loaded machine
-CHANGE_BLOCK = 0.3  # the panel changed: some 8x8 block of the normalised signature moved this much
+CHANGE_SIZE = (320, 192)  # (w, h) changes are looked for at: one glyph (あと2回 -> あと1回) must show
+CHANGE_BLOCK = 0.2  # the panel changed: some 8x8 block of the normalised change signature moved this much
+# (camera noise between frames: <= 0.02; one glyph changed: >= 0.34; glare drifting for 2 s: 0.15)
 # (a camera's noise and exposure drift stay under 0.1; a new line of text or a PIN dot is ~0.7+)
 
 
@@ -436,9 +439,16 @@ class ScreenMap:
 # OCR
 
 
+VOICING_MARKS = {"\u3099", "\u309a"}  # combining (han)dakuten: で = て + U+3099
+
+
 def normalise(text: str) -> str:
-    """NFKC, no whitespace: Japanese has no spaces to trust, and OCR inserts some."""
-    return "".join(unicodedata.normalize("NFKC", text).split())
+    """NFKC, no whitespace (Japanese has no spaces to trust, and OCR inserts some), and no
+    dakuten or handakuten: through blur or glare Tesseract drops them (選んでください read as
+    選んてくたさい), and no two phrases of a screen map differ by them alone."""
+    plain = "".join(unicodedata.normalize("NFKC", text).split())
+    return unicodedata.normalize("NFC", "".join(ch for ch in unicodedata.normalize("NFD", plain)
+                                                if ch not in VOICING_MARKS))
 
 
 def _letters(text: str) -> str:
@@ -553,7 +563,9 @@ class JapaneseOcr:
         gray = cv2.cvtColor(panel_bgr, cv2.COLOR_BGR2GRAY) if panel_bgr.ndim == 3 else panel_bgr
         h_px, w_px = gray.shape
         page = float(np.percentile(gray, 75))  # the page is most of the panel
-        mask = (cv2.medianBlur(gray, 15) < page - 16).astype(np.uint8)  # filled, darker than the page
+        # filled, clearly darker than the page: a moiré or a glare gradient on the page is a few tens
+        # of grey levels, and must not join the buttons into one band
+        mask = (cv2.medianBlur(gray, 15) < page - BUTTON_MIN_CONTRAST).astype(np.uint8)
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask)
         out: list[OcrLine] = []
@@ -848,8 +860,11 @@ class Shown:
     verdict: Verdict
 
 
-def _normalised(sig: np.ndarray) -> np.ndarray:
-    """Zero mean, unit contrast: an exposure drift is no change. A dark (off) panel is left as is."""
+def change_signature(panel_bgr: np.ndarray) -> np.ndarray:
+    """The panel small, zero mean and unit contrast (an exposure drift is no change; a dark, off
+    panel is left as is), for ``panel_changed``."""
+    gray = cv2.cvtColor(panel_bgr, cv2.COLOR_BGR2GRAY) if panel_bgr.ndim == 3 else panel_bgr
+    sig = cv2.resize(gray, CHANGE_SIZE, interpolation=cv2.INTER_AREA).astype(np.float32)
     std = float(sig.std())
     return (sig - sig.mean()) / std if std > 5.0 else sig / 50.0
 
@@ -865,14 +880,16 @@ class StableScreen:
     """Per-frame verdicts in, shown screens out.
 
     A frame whose panel has not changed (``panel_changed``: no block of the exposure-normalised
-    template-size image moved) reuses the last verdict: OCR runs once per change. A new screen is shown once ``frames``
+    ``change_signature`` moved) reuses the last verdict: OCR runs once per change. A new screen is shown once ``frames``
     consecutive frames agree; its time is the capture time of the first frame of the change.
-    A found screen with a button shape whose label was not read (a glare on it) is read again
+    A panel that does not differ from one shown before (a screen seen again under the same light)
+    takes that panel's verdict, without OCR. A found screen with a button shape whose label was not read (a glare on it) is read again
     up to ``REREADS`` times before it is shown, the buttons of every read merged: what a screen
     offers is judged on its buttons, so one glared label must not hide one.
     """
 
     REREADS = 3
+    KNOWN = 64  # panels shown before, kept with their verdicts: one seen again is named without OCR
 
     def __init__(self, recognizer: ScreenRecognizer, frames: int = 2):
         self.recognizer = recognizer
@@ -884,13 +901,15 @@ class StableScreen:
         self._run = 0
         self.shown: Shown | None = None
         self.ocr_runs = 0
+        self.recalls = 0  # changes named from a panel shown before (no OCR)
+        self._known: deque[tuple[np.ndarray, Verdict]] = deque(maxlen=self.KNOWN)
         self.waits = 0  # verdicts that were not "found": read again
         self._rereads = 0
         self._read_buttons: dict[str, tuple[int, int, int, int]] = {}  # merged over this change's rereads
 
     def feed(self, frame_no: int, capture_s: float, panel_bgr: np.ndarray) -> Shown | None:
         """Returns a newly shown screen, else None."""
-        sig = _normalised(template_signature(panel_bgr))
+        sig = change_signature(panel_bgr)
         changed = self._last_sig is None or panel_changed(sig, self._last_sig)
         if changed:
             self._change_s, self._change_no = capture_s, frame_no
@@ -902,8 +921,10 @@ class StableScreen:
         if self._run < self.frames:
             return None  # still moving (or first sight): wait before spending OCR on it
         if self._last_verdict is None:
-            self._last_verdict = self.recognizer.recognise(panel_bgr)
-            self.ocr_runs += 1
+            self._last_verdict = self._recall(sig)
+            if self._last_verdict is None:
+                self._last_verdict = self.recognizer.recognise(panel_bgr)
+                self.ocr_runs += 1
         v = self._last_verdict
         if v.found and v.unread_buttons:
             missed = v.unread_buttons - len(set(self._read_buttons) - set(v.buttons))
@@ -919,7 +940,22 @@ class StableScreen:
             self._last_verdict, self._run = None, 0
             self.waits += 1
             return None
+        self._remember(sig, v)
         if self.shown is not None and self.shown.screen == v.screen and self.shown.verdict.message == v.message:
             return None
         self.shown = Shown(v.screen, self._change_s or capture_s, self._change_no, v)
         return self.shown
+
+    def _recall(self, sig: np.ndarray) -> Verdict | None:
+        """The verdict of a panel shown before that this one does not differ from, by the same
+        test that tells one frame from the next (``panel_changed``), so a one-glyph change
+        (あと2回 / あと1回) is never recalled as the other; the newest such panel first."""
+        for known_sig, verdict in reversed(self._known):
+            if not panel_changed(sig, known_sig):
+                self.recalls += 1
+                return verdict
+        return None
+
+    def _remember(self, sig: np.ndarray, verdict: Verdict) -> None:
+        if not verdict.unread_buttons and not any(v is verdict for _, v in self._known):
+            self._known.append((sig, verdict))

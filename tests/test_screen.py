@@ -223,6 +223,56 @@ def test_one_glyph_that_tells_two_phrases_apart_must_be_read(recognizer):
         assert also == ([want] if want else []), (tries, v.message)
 
 
+def test_a_screen_seen_again_is_named_without_ocr_but_one_glyph_changed_is_read(recognizer):
+    """The watcher keeps the panels it has shown: the same panel again (through the camera, a
+    little later) takes its verdict without OCR; あと1回 after あと2回, one glyph apart, is read."""
+    from drivers.screen import StableScreen
+    from sim.screen_camera import Effects, ScreenCamera
+
+    cam = ScreenCamera(Effects(), seed=3)
+    bezel = Bezel.from_table(Fixture().station_table())
+    wrong_pin = {t: state(Screen.PIN_ENTRY, Text(f"暗証番号が違います。あと{t}回間違えるとロックされます。", ""))
+                 for t in (2, 1)}
+    sequence = [state(Screen.IDLE), state(Screen.METHOD_SELECT), state(Screen.IDLE), state(Screen.METHOD_SELECT),
+                wrong_pin[2], wrong_pin[1]]
+    watcher = StableScreen(recognizer, frames=2)
+    shown, t, no = [], 0.0, 0
+    for st in sequence:
+        plate = cam.compose(render_panel(st))
+        for _ in range(3):
+            no, t = no + 1, t + 0.1
+            frame = cam.view(plate, t_s=t)
+            got = watcher.feed(no, t, calibrate_bezel(frame, bezel).rectify(frame))
+            if got is not None:
+                shown.append((got.screen, got.verdict.message))
+    assert [s for s, _ in shown] == ["idle", "method_select", "idle", "method_select", "pin_entry", "pin_entry"], \
+        (shown, watcher.recalls, watcher.ocr_runs)
+    assert "あと2回間違えるとロックされます" in shown[4][1] and "あと1回間違えるとロックされます" in shown[5][1], shown[4:]
+    assert watcher.recalls == 2 and watcher.ocr_runs == 4, (watcher.recalls, watcher.ocr_runs)
+
+
+def test_ocr_that_drops_dakuten_still_reads_the_phrase():
+    from drivers.screen import normalise, partial_similarity
+
+    assert normalise("本人確認の方法を選んでください") == normalise("本人確認の方法を選んてくたさい")
+    assert normalise("パ ピ") == normalise("ハヒ") and normalise("ｶﾞ") == normalise("カ")
+    assert partial_similarity(normalise("暗証番号を入力"), normalise("xx暗証番号を入力yy"))[0] == 1.0
+
+
+def test_button_shapes_are_found_through_glare_and_moire(recognizer):
+    """Through the harsh camera the glare makes the page pure white and the moiré stripes are
+    ~20 grey levels darker: they had joined the buttons into one panel-wide band (no button)."""
+    from sim.screen_camera import Effects, ScreenCamera
+
+    harsh = Effects(perspective_deg=30.0, glare=0.6, blur=0.6, exposure_drift=0.6, moire=0.4)
+    cam = ScreenCamera(harsh, seed=13)
+    frame = cam.view(cam.compose(render_panel(state(Screen.METHOD_SELECT))), t_s=0.4)
+    panel = calibrate_bezel(frame, Bezel.from_table(Fixture().station_table())).rectify(frame)
+    shapes = recognizer.ocr.read_buttons(panel)
+    assert len(shapes) == 3, [(b.text, b.box) for b in shapes]
+    assert all(b.box[1] > 300 for b in shapes)  # the button row, not the message
+
+
 def test_template_must_confirm_the_ocr(recognizer):
     # the idle words on a panel laid out like no reference frame (text low, header gone)
     img = np.full((480, 800, 3), 255, np.uint8)

@@ -102,7 +102,7 @@ def learn(station: Path = typer.Option(..., "--station", help="Station file with
                                                           "screen (repeatable); without it a person drives the reader"),
           model: str = typer.Option("draft reader model", "--model")) -> None:
     """Watch the reader's screens (driven by a person, or by --tap) and write a draft map + frames."""
-    from drivers.screen import JapaneseOcr, _normalised, panel_changed, template_signature
+    from drivers.screen import JapaneseOcr, change_signature, panel_changed
     from drivers.screen_reader import TouchGlass
 
     try:
@@ -131,7 +131,7 @@ def learn(station: Path = typer.Option(..., "--station", help="Station file with
         while time.monotonic() < deadline and (not screens or len(kept) < screens):
             no, _, frame = grabber.wait_frame(no)
             panel = cal.rectify(frame)
-            sig = _normalised(template_signature(panel))
+            sig = change_signature(panel)
             if last_sig is None or panel_changed(sig, last_sig):
                 last_sig, run = sig, 0
             run += 1
