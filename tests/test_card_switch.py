@@ -157,8 +157,11 @@ def test_cli_switch_serves_the_new_profile_and_the_pin_works_again(pcscd, deck, 
             assert c.detect_profile().name == "face-auth"
             assert c.certificate_der("auth") == auth_der
 
-        out = runner.invoke(app, ["sim", "card", "switch", "p003", "--to", "standard", "--pin", "2468",
-                                  "--state-dir", str(state_dir)])
+        on_argv = runner.invoke(app, ["sim", "card", "switch", "p003", "--to", "standard", "--pin", "2468",
+                                      "--state-dir", str(state_dir)])
+        assert on_argv.exit_code == 2 and card.control.status()["profile"] == "face-auth"  # a PIN on argv: refused
+        out = runner.invoke(app, ["sim", "card", "switch", "p003", "--to", "standard", "--pin",
+                                  "--state-dir", str(state_dir)], env={"FACEHIL_CARD_PIN": "2468"})
         assert out.exit_code == 0, out.output
         assert "2468" not in out.output  # the PIN is the holder's: in the persona file, not on the screen
         _wait_powered(card.control)

@@ -295,7 +295,7 @@ def _read_one(name: str, secrets: Secrets, extended: bool, allow_last_try: bool,
     return out
 
 
-def _secret(kind: str) -> str:
+def read_secret(kind: str) -> str:
     """A credential from its environment variable, else from a hidden prompt."""
     value = os.environ.get(SECRET_ENV[kind])
     if value:
@@ -360,7 +360,7 @@ def read_cmd(
         raise typer.Exit(1)
     _use_station(station)
     wanted = {"pin": pin, "check_a": check_a, "check_b": check_b}
-    secrets = Secrets(**{k: _secret(k) if on else None for k, on in wanted.items()})
+    secrets = Secrets(**{k: read_secret(k) if on else None for k, on in wanted.items()})
     term = None
     if terminal is not None:
         try:

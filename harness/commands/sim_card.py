@@ -61,18 +61,22 @@ def switch_card(persona: Path, to: str, *, control: str | None = None, pin: str 
 @app.command("switch")
 def switch(card_id: str = typer.Argument(..., metavar="ID", help="The card's id in the station file."),
            to: str = typer.Option(..., "--to", help="The new profile: face-auth or standard."),
-           pin: str = typer.Option(None, "--pin", help="Standard only: the new 4-digit PIN (default: random, "
-                                                       "written to the persona file)."),
+           pin: bool = typer.Option(False, "--pin", help="Standard only: set the new 4-digit PIN, from "
+                                                         "$FACEHIL_CARD_PIN, else a hidden prompt; never from argv "
+                                                         "(default: random). It is written to the persona file."),
            state_dir: Path = typer.Option(None, "--state-dir", help="The simulated station's folder.")) -> None:
     """Switch a card between standard and face-auth in place, as the municipality does: the same card
     (My Number, user-auth certificate and serial), a new profile. A running card process serves it at once."""
     from sim.card.switch import SwitchError
     from sim.station import default_state_dir, read_station_token
 
+    from harness.commands.card import read_secret
+
     folder = state_dir or default_state_dir()
     entry = _card_entry(folder / STATION_FILE, card_id)
+    new_pin = read_secret("pin") if pin else None
     try:
-        result, served = switch_card(Path(entry["persona"]), to, control=entry.get("control"), pin=pin,
+        result, served = switch_card(Path(entry["persona"]), to, control=entry.get("control"), pin=new_pin,
                                      state_path=folder / "cards" / f"{card_id}.state.json",
                                      token=read_station_token(folder))
     except SwitchError as exc:
