@@ -265,6 +265,94 @@ class ReaderUnderTest(Protocol):
 # Adapters: registry and loader
 # ---------------------------------------------------------------------------------------------
 
+class EventLog:
+    """The events an adapter has seen: bounded, in order, handed out once each through a cursor.
+
+    Both adapters of :class:`ReaderUnderTest` keep one (the control port's events as they arrive,
+    the screen adapter's as it derives them). It shares its owner's condition variable, which
+    guards the owner's other state too: ``append`` is called with it held, the rest take it."""
+
+    def __init__(self, cond: threading.Condition, maxlen: int, source: str):
+        self.cond = cond
+        self.source = source  # "reader at URL": how timeouts name where the events come from
+        self._events: deque[ReaderEvent] = deque(maxlen=maxlen)
+        self._base = 0  # absolute number of _events[0]: events are numbered since the log began
+        self._cursor = 0  # absolute number of the next event next() hands out
+        self.evicted_unread = 0  # events that fell out before anyone read them
+
+    @property
+    def maxlen(self) -> int:
+        return self._events.maxlen or 0
+
+    def append(self, ev: ReaderEvent) -> None:
+        """Keep ``ev`` (the caller holds ``cond`` and notifies); the oldest falls out once full."""
+        if len(self._events) == self._events.maxlen:
+            self._base += 1
+            if self._cursor < self._base:
+                self._cursor = self._base
+                self.evicted_unread += 1
+                if self.evicted_unread == 1:
+                    log.warning("%s: more than %d events unread; the oldest are dropped", self.source,
+                                self._events.maxlen)
+        self._events.append(ev)
+
+    def next(self, timeout_s: float) -> ReaderEvent:
+        """The next event not yet handed out, waiting up to ``timeout_s`` for one."""
+        deadline = time.monotonic() + timeout_s
+        with self.cond:
+            while self._cursor >= self._base + len(self._events):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ReaderTimeout(f"no event from {self.source} within {timeout_s:.1f} s")
+                self.cond.wait(left)
+            ev = self._events[self._cursor - self._base]
+            self._cursor += 1
+            return ev
+
+    def drain(self, timeout_s: float) -> Iterator[ReaderEvent]:
+        """Events as they come, until none arrives for ``timeout_s``."""
+        while True:
+            try:
+                yield self.next(timeout_s)
+            except ReaderTimeout:
+                return
+
+    def wait_for(self, kind: str, timeout_s: float, fields: dict[str, str],
+                 last_screen: Callable[[], str]) -> ReaderEvent:
+        """The next event of ``kind`` with these fields; the events before it are consumed."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                want = " ".join(f"{k}={v}" for k, v in fields.items())
+                raise ReaderTimeout(f"no {kind} event {want} from {self.source} within {timeout_s:.1f} s"
+                                    f" (last screen: {last_screen()})")
+            try:
+                ev = self.next(left)
+            except ReaderTimeout:
+                continue
+            if ev.matches(kind, **fields):
+                return ev
+
+    def unread(self) -> list[ReaderEvent]:
+        with self.cond:
+            return list(self._events)[self._cursor - self._base:]
+
+    def history(self) -> list[ReaderEvent]:
+        with self.cond:
+            return list(self._events)
+
+    def newest(self, match: Callable[[ReaderEvent], bool]) -> ReaderEvent | None:
+        """The newest event kept that ``match`` accepts, consumed or not (the caller holds ``cond``)."""
+        return next((e for e in reversed(self._events) if match(e)), None)
+
+    def clear(self) -> None:
+        with self.cond:
+            self._base += len(self._events)
+            self._events.clear()
+            self._cursor = self._base
+
+
 def adapter_capabilities(adapter: type | object) -> frozenset[str]:
     """The READER_CAPABILITIES an adapter (class or instance) has: its ``capabilities``, else all."""
     declared = getattr(adapter, "capabilities", None)
@@ -335,9 +423,7 @@ class LineProtocolReader:
         self._seq = 0
         self._pending_seq: int | None = None
         self._reply: ParsedLine | None = None
-        self._history: deque[ReaderEvent] = deque(maxlen=HISTORY_MAX_EVENTS)
-        self._history_base = 0  # absolute number of _history[0]: events are numbered since open
-        self._cursor = 0  # absolute number of the next event next_event() returns
+        self._log = EventLog(self._cond, HISTORY_MAX_EVENTS, f"reader at {url}")
         self._last_screen = "?"
         self._last_evseq: int | None = None
         self._seen_evseqs = _SeqWindow(SEEN_EVSEQ_WINDOW)
@@ -346,7 +432,6 @@ class LineProtocolReader:
         self._write_lock = threading.Lock()
         self.garbage_lines = 0
         self.lost_events = 0
-        self.evicted_unread_events = 0  # fell out of the bounded history before next_event() saw them
         self.hello: dict[str, str] = {}
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -492,17 +577,14 @@ class LineProtocolReader:
                 return
             self._cond.notify_all()
 
+    @property
+    def evicted_unread_events(self) -> int:
+        """Events that fell out of the bounded history before next_event() saw them."""
+        return self._log.evicted_unread
+
     def _append(self, ev: ReaderEvent) -> None:
         """Keep ``ev`` (under ``_cond``); the oldest event falls out once the history is full."""
-        if len(self._history) == self._history.maxlen:
-            self._history_base += 1
-            if self._cursor < self._history_base:
-                self._cursor = self._history_base
-                self.evicted_unread_events += 1
-                if self.evicted_unread_events == 1:
-                    log.warning("reader port %s: more than %d events unread; the oldest are dropped",
-                                self.url, self._history.maxlen)
-        self._history.append(ev)
+        self._log.append(ev)
         if ev.kind == "screen":
             self._last_screen = ev.fields.get("id", "?")
 
@@ -587,47 +669,20 @@ class LineProtocolReader:
 
     # -- events -------------------------------------------------------------------------------
     def next_event(self, timeout_s: float) -> ReaderEvent:
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while self._cursor >= self._history_base + len(self._history):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise ReaderTimeout(f"no event from reader at {self.url} within {timeout_s:.1f} s")
-                self._cond.wait(left)
-            ev = self._history[self._cursor - self._history_base]
-            self._cursor += 1
-            return ev
+        return self._log.next(timeout_s)
 
     def events(self, timeout_s: float) -> Iterator[ReaderEvent]:
         """Yield events as they come, until none arrives for ``timeout_s``."""
-        while True:
-            try:
-                yield self.next_event(timeout_s)
-            except ReaderTimeout:
-                return
+        return self._log.drain(timeout_s)
 
     def wait_for_event(self, kind: str, timeout_s: float, /, **fields: str) -> ReaderEvent:
         """The next event of ``kind`` with these fields; events before it are consumed."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                want = " ".join(f"{k}={v}" for k, v in fields.items())
-                raise ReaderTimeout(f"no {kind} event {want} from reader at {self.url} within {timeout_s:.1f} s"
-                                    f" (last screen: {self._last_screen_id()})")
-            try:
-                ev = self.next_event(left)
-            except ReaderTimeout:
-                continue
-            if ev.matches(kind, **fields):
-                return ev
+        return self._log.wait_for(kind, timeout_s, fields, self._last_screen_id)
 
     def wait_for_screen(self, screen_id: str, timeout_s: float) -> ScreenState:
         """Wait until the reader shows ``screen_id`` (already shown counts)."""
         deadline = time.monotonic() + timeout_s
-        with self._cond:
-            pending = list(self._history)[self._cursor - self._history_base:]
-        if not any(e.kind == "screen" for e in pending):
+        if not any(e.kind == "screen" for e in self._log.unread()):
             now = self.screen()
             if now.id == screen_id:
                 return now
@@ -644,15 +699,11 @@ class LineProtocolReader:
 
     def history(self) -> list[ReaderEvent]:
         """The events since open() or the last clear_events(), at most HISTORY_MAX_EVENTS (the newest)."""
-        with self._cond:
-            return list(self._history)
+        return self._log.history()
 
     def clear_events(self) -> None:
         """Consume and forget every event received so far (the plugin does it before each test)."""
-        with self._cond:
-            self._history_base += len(self._history)
-            self._history.clear()
-            self._cursor = self._history_base
+        self._log.clear()
 
     # -- patient and staff actions ------------------------------------------------------------
     def press(self, button_id: str) -> None:
@@ -714,8 +765,7 @@ class LineProtocolReader:
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while True:
-                boot = next((e for e in reversed(self._history)
-                             if e.kind == "boot" and e.host_monotonic_s >= after_monotonic_s), None)
+                boot = self._log.newest(lambda e: e.kind == "boot" and e.host_monotonic_s >= after_monotonic_s)
                 if boot is not None:
                     break
                 left = deadline - time.monotonic()

@@ -31,13 +31,14 @@ import re
 import threading
 import time
 import tomllib
-from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from drivers.reader import (
+    HISTORY_MAX_EVENTS,
     MAX_CHUNK_BYTES,
+    EventLog,
     FirmwareInfo,
     ReaderError,
     ReaderNak,
@@ -282,9 +283,7 @@ class ScreenReader:
         self.staff: Any = None
         self._stable: StableScreen | None = None
         self._cond = threading.Condition()
-        self._history: deque[ReaderEvent] = deque(maxlen=10_000)
-        self._cursor = 0
-        self._base = 0
+        self._log = EventLog(self._cond, HISTORY_MAX_EVENTS, f"the screen {url}")
         self._seq = 0
         self._shown: Shown | None = None
         self._last: dict[str, ReaderEvent] = {}
@@ -455,10 +454,7 @@ class ScreenReader:
         self._seq += 1
         ev = ScreenEvent(seq=self._seq, kind=kind, reader_ms=int((at_s - self._t0) * 1000),
                          host_monotonic_s=at_s, fields=ScreenFields(fields))
-        if len(self._history) == self._history.maxlen:
-            self._base += 1
-            self._cursor = max(self._cursor, self._base)
-        self._history.append(ev)
+        self._log.append(ev)
         self._last[kind] = ev
 
     # -- queries ------------------------------------------------------------------------------
@@ -501,40 +497,15 @@ class ScreenReader:
 
     # -- events -------------------------------------------------------------------------------
     def next_event(self, timeout_s: float) -> ReaderEvent:
-        deadline = time.monotonic() + timeout_s
-        with self._cond:
-            while self._cursor >= self._base + len(self._history):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise ReaderTimeout(f"no event seen on the screen {self.url} within {timeout_s:.1f} s")
-                self._cond.wait(left)
-            ev = self._history[self._cursor - self._base]
-            self._cursor += 1
-            return ev
+        return self._log.next(timeout_s)
 
     def events(self, timeout_s: float) -> Iterator[ReaderEvent]:
-        while True:
-            try:
-                yield self.next_event(timeout_s)
-            except ReaderTimeout:
-                return
+        return self._log.drain(timeout_s)
 
     def wait_for_event(self, kind: str, timeout_s: float, /, **fields: str) -> ReaderEvent:
         if kind in self.INVISIBLE_EVENTS and not (kind in self.STAFF_EVENTS and self.staff is not None):
             raise NotVisible(f"a {kind!r} event is invisible to a black-box reader: {self.INVISIBLE_EVENTS[kind]}")
-        deadline = time.monotonic() + timeout_s
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                want = " ".join(f"{k}={v}" for k, v in fields.items())
-                raise ReaderTimeout(f"no {kind} event {want} seen on the screen within {timeout_s:.1f} s "
-                                    f"(last screen: {self._shown.screen if self._shown else '?'})")
-            try:
-                ev = self.next_event(left)
-            except ReaderTimeout:
-                continue
-            if ev.matches(kind, **fields):
-                return ev
+        return self._log.wait_for(kind, timeout_s, fields, lambda: self._shown.screen if self._shown else "?")
 
     def wait_for_screen(self, screen_id: str, timeout_s: float) -> ScreenState:
         deadline = time.monotonic() + timeout_s
@@ -548,14 +519,10 @@ class ScreenReader:
         return self.screen()
 
     def history(self) -> list[ReaderEvent]:
-        with self._cond:
-            return list(self._history)
+        return self._log.history()
 
     def clear_events(self) -> None:
-        with self._cond:
-            self._base += len(self._history)
-            self._history.clear()
-            self._cursor = self._base
+        self._log.clear()
 
     # -- patient actions ----------------------------------------------------------------------
     def press(self, button_id: str) -> None:

@@ -389,7 +389,7 @@ def scripted(monkeypatch):
     tests check too; the driver reads a TCP link byte by byte, so 10,000 events would take seconds)."""
     import drivers.reader as reader_mod
 
-    assert LineProtocolReader("unused")._history.maxlen == reader_mod.HISTORY_MAX_EVENTS == 10_000
+    assert LineProtocolReader("unused")._log.maxlen == reader_mod.HISTORY_MAX_EVENTS == 10_000
     assert LineProtocolReader("unused")._seen_evseqs.size == reader_mod.SEEN_EVSEQ_WINDOW == 4096
     monkeypatch.setattr(reader_mod, "HISTORY_MAX_EVENTS", SMALL_HISTORY)
     monkeypatch.setattr(reader_mod, "SEEN_EVSEQ_WINDOW", SMALL_WINDOW)
