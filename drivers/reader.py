@@ -353,6 +353,25 @@ class EventLog:
             self._cursor = self._base
 
 
+def await_screens(dut: "ReaderUnderTest", ids: tuple[str, ...], timeout_s: float) -> tuple[ReaderEvent | None, list[str]]:
+    """Consume ``dut``'s events until a screen event shows one of ``ids``: that event (None at the
+    timeout), and the screens shown on the way, for the caller's message."""
+    deadline = time.monotonic() + timeout_s
+    seen: list[str] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None, seen
+        try:
+            ev = dut.next_event(left)
+        except ReaderTimeout:
+            continue
+        if ev.kind == "screen":
+            seen.append(ev.get("id", "?"))
+            if ev.get("id") in ids:
+                return ev, seen
+
+
 def adapter_capabilities(adapter: type | object) -> frozenset[str]:
     """The READER_CAPABILITIES an adapter (class or instance) has: its ``capabilities``, else all."""
     declared = getattr(adapter, "capabilities", None)

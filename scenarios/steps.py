@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from drivers.reader import ReaderEvent, ReaderTimeout, adapter_capabilities
+from drivers.reader import ReaderEvent, ReaderTimeout, adapter_capabilities, await_screens
 from drivers.rig import CardPose
 from harness.deck import Deck, DeckCard, NoSuchCard
 from harness.measure import Limit
@@ -59,25 +59,15 @@ def other_person(deck: Deck, card: DeckCard, role: str = "impostor") -> str:
 
 def await_screen(dut, *screen_ids: str, timeout_s: float = SCREEN_TIMEOUT_S) -> ReaderEvent:
     """Consume events until the reader shows one of ``screen_ids``; fail naming what it showed instead."""
-    deadline = time.monotonic() + timeout_s
-    seen: list[str] = []
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            now = dut.screen()
-            if now.id in screen_ids:  # shown before we started listening
-                return ReaderEvent(seq=0, kind="screen", reader_ms=-1, host_monotonic_s=time.monotonic(),
-                                   fields={"id": now.id, "msg": now.message, "buttons": ",".join(now.buttons)})
-            raise AssertionError(f"the reader did not show {' or '.join(screen_ids)} within {timeout_s:.0f} s; "
-                                 f"it showed {' -> '.join(seen) or 'nothing new'} (now {now.id}: {now.message!r})")
-        try:
-            ev = dut.next_event(left)
-        except ReaderTimeout:
-            continue
-        if ev.kind == "screen":
-            seen.append(ev.get("id", "?"))
-            if ev.get("id") in screen_ids:
-                return ev
+    ev, seen = await_screens(dut, screen_ids, timeout_s)
+    if ev is not None:
+        return ev
+    now = dut.screen()
+    if now.id in screen_ids:  # shown before we started listening
+        return ReaderEvent(seq=0, kind="screen", reader_ms=-1, host_monotonic_s=time.monotonic(),
+                           fields={"id": now.id, "msg": now.message, "buttons": ",".join(now.buttons)})
+    raise AssertionError(f"the reader did not show {' or '.join(screen_ids)} within {timeout_s:.0f} s; "
+                         f"it showed {' -> '.join(seen) or 'nothing new'} (now {now.id}: {now.message!r})")
 
 
 def await_event(dut, kind: str, timeout_s: float = SCREEN_TIMEOUT_S, **fields: str) -> ReaderEvent:

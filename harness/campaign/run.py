@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.reader import ReaderError, ReaderTimeout
+from drivers.reader import ReaderError, ReaderTimeout, await_screens
 from drivers.rig import RigError
 from harness.campaign.plan import Trial
 
@@ -49,21 +49,11 @@ class Outcome:
 
 
 def _await_screen(dut, ids: tuple[str, ...], timeout_s: float = SCREEN_TIMEOUT_S):
-    deadline = time.monotonic() + timeout_s
-    seen: list[str] = []
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TransactionError(f"the reader did not show {' or '.join(ids)} within {timeout_s:.0f} s "
-                                   f"(showed {' -> '.join(seen) or 'nothing new'})")
-        try:
-            ev = dut.next_event(left)
-        except ReaderTimeout:
-            continue
-        if ev.kind == "screen":
-            seen.append(ev.get("id", "?"))
-            if ev.get("id") in ids:
-                return ev
+    ev, seen = await_screens(dut, ids, timeout_s)
+    if ev is None:
+        raise TransactionError(f"the reader did not show {' or '.join(ids)} within {timeout_s:.0f} s "
+                               f"(showed {' -> '.join(seen) or 'nothing new'})")
+    return ev
 
 
 def _await_auth(dut, timeout_s: float = DECISION_TIMEOUT_S):
