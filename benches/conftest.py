@@ -1,4 +1,5 @@
-"""Shared bench fixtures: collect ``bench_*.py``, a private pcscd, and a goals summary.
+"""Shared bench fixtures: collect ``bench_*.py``, a private pcscd and the reaper (as the tests
+have them), and a goals summary.
 
 Benches record ``(name, value, goal, unit, met)`` in ``config.stash[GOALS]``; the summary
 prints them after pytest-benchmark's table. Goals are reported, not asserted: a shared
@@ -8,10 +9,14 @@ machine's noise must not turn a bench run red.
 from __future__ import annotations
 
 import fnmatch
+import sys
+from pathlib import Path
 
 import pytest
 
-from sim.pcscd import PcscdError, private_pcscd_for_process
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+# the reaper (services die with the session even when it is killed) and the session's private pcscd
+from session_services import pcscd, start_reaper  # noqa: E402,F401
 
 GOALS = pytest.StashKey[list]()
 
@@ -27,21 +32,8 @@ def pytest_collect_file(file_path, parent):
 
 
 def pytest_configure(config):
+    start_reaper(config)
     config.stash[GOALS] = []
-
-
-@pytest.fixture(scope="session")
-def pcscd():
-    """A private pcscd with two vpcd slots for this session (sim.pcscd.private_pcscd_for_process).
-
-    libpcsclite reads PCSCLITE_CSOCK_NAME once per process, so every PC/SC test in the
-    session shares this one instance.
-    """
-    try:
-        with private_pcscd_for_process() as inst:
-            yield inst
-    except PcscdError as exc:
-        pytest.fail(f"cannot start a private pcscd: {exc}")
 
 
 @pytest.fixture
