@@ -53,7 +53,6 @@ RECENT_FRAMES = 90  # 6 s at 15 fps: longer than one OCR pass on a loaded machin
 CHANGE_SIZE = (320, 192)  # (w, h) changes are looked for at: one glyph (あと2回 -> あと1回) must show
 CHANGE_BLOCK = 0.2  # the panel changed: some 8x8 block of the normalised change signature moved this much
 # (camera noise between frames: <= 0.02; one glyph changed: >= 0.34; glare drifting for 2 s: 0.15)
-# (a camera's noise and exposure drift stay under 0.1; a new line of text or a PIN dot is ~0.7+)
 
 
 class ScreenError(ReaderError):
@@ -711,11 +710,8 @@ class ScreenRecognizer:
                             if h[0] == best or h[1] in spec.also)
         # the screen's "also" phrases read, the likeliest one where two cover the same words
         # (あと2回 / あと1回: one glyph apart, and the one that differs is the news)
-        also_read = []
-        for a in spec.also:
-            sim, start = partial_similarity(normalise(a), text)
-            if sim >= PHRASE_MIN_SIMILARITY:
-                also_read.append((sim, start, start + len(normalise(a)), a))
+        also_read = [(r[2], r[3], r[4], r[1]) for r in reads
+                     if r[0] == best and r[1] in spec.also and r[2] >= PHRASE_MIN_SIMILARITY]
         chosen: list[tuple[float, int, int, str]] = []
         for hit in sorted(also_read, reverse=True):
             rivals = [o for o in also_read if o is not hit and hit[1] < o[2] and o[1] < hit[2]]
