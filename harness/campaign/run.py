@@ -57,17 +57,10 @@ def _await_screen(dut, ids: tuple[str, ...], timeout_s: float = SCREEN_TIMEOUT_S
 
 
 def _await_auth(dut, timeout_s: float = DECISION_TIMEOUT_S):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TransactionError(f"the reader gave no face-auth decision within {timeout_s:.0f} s")
-        try:
-            ev = dut.next_event(left)
-        except ReaderTimeout:
-            continue
-        if ev.kind == "auth" and ev.get("method") == "face":
-            return ev
+    try:
+        return dut.wait_for_event("auth", timeout_s, method="face")
+    except ReaderTimeout:
+        raise TransactionError(f"the reader gave no face-auth decision within {timeout_s:.0f} s") from None
 
 
 def _placed(dut, rig, slot: int) -> None:
