@@ -1,5 +1,6 @@
 """Station health check, run before every suite: each device answers, the reference card reads,
-the reference subject matches. A failure here skips the rest of the run (harness.plugin)."""
+the reference subject matches. A failure here skips the rest of the run (harness.plugin).
+The device checks (rig, camera, PC/SC) are the station's, and cite no clause of the notice."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ def test_rig_answers(rig, measure):
     assert health.ok, f"rig controller reports faults: {', '.join(health.faults)}"
 
 
+@pytest.mark.clause("N12", "N20")  # unattended face mode first; visual mode only when staff launch it
 @pytest.mark.requires("dut")
 def test_reader_answers(dut):
     if tells(dut, "reader_info"):  # a reader seen only through its screen answers by showing one
@@ -45,6 +47,7 @@ def test_pcsc_reader_is_listed(station):
     assert station.pcsc.reader in readers, f"PC/SC does not list {station.pcsc.reader!r}; it lists {readers}"
 
 
+@pytest.mark.clause("N1")  # the card's profile (a face-auth card has no usable PIN) reads as issued
 @pytest.mark.requires("card_placer", "pcsc", "dut", "cards")
 def test_reference_card_reads(cards, rig, dut, card_reader, measure):
     """The first card of the deck answers over PC/SC (ATR, JPKI application, profile) and the reader
@@ -57,6 +60,7 @@ def test_reference_card_reads(cards, rig, dut, card_reader, measure):
     assert profile.name == card.profile, f"{card.id} reads as {profile.name} ({'; '.join(profile.reasons)})"
 
 
+@pytest.mark.clause("N20")  # face authentication, the basic method, works for the holder
 @pytest.mark.requires("card_placer", "subject_display", "dut", "cards")
 def test_reference_subject_matches(cards, visit):
     """The reference card's holder is matched by the reader under nominal conditions."""
