@@ -22,7 +22,9 @@ import math
 import os
 import re
 import socket
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -294,6 +296,23 @@ def _sqlite_path(url: str) -> Path | None:
     return Path(u.database)
 
 
+def _sqlite_wal(cur, timeout_s: float = 30.0) -> None:
+    """Put the database in WAL mode. Converting needs the file to itself, and SQLite refuses it
+    at once ("database is locked", no busy wait) while another process holds a lock: two runs that
+    open a new records file together race here. Once in WAL, nothing is converted."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def _create_engine(url: str) -> Engine:
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
@@ -305,9 +324,9 @@ def _create_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-            cur.execute("PRAGMA synchronous=NORMAL")  # durable against a killed process
             cur.execute("PRAGMA busy_timeout=30000")
+            _sqlite_wal(cur)  # readers never block the writer
+            cur.execute("PRAGMA synchronous=NORMAL")  # durable against a killed process
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 

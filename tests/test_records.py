@@ -319,3 +319,24 @@ def test_report_queries(db_url):
         assert {r.run_id for r in rows} == set(ids[:2]) and len(rows) == 2 * 2 * 4
         json.dumps([r.params for r in store.load_run(ids[0]).scenarios])
         assert not math.isnan(rows[0].value)
+
+
+def test_a_new_sqlite_file_locked_by_another_process_still_goes_to_wal(tmp_path):
+    """Seen in a fresh-clone run: two processes opening a new records file together, one got
+    "database is locked" from PRAGMA journal_mode=WAL (SQLite refuses the conversion at once while
+    another connection holds a lock; busy_timeout does not apply). The open now waits it out."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "records.sqlite"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # another process's transaction
+    other.execute("CREATE TABLE t (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t VALUES (1)")  # a write under way: no one may convert the file now
+    threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
+    with RecordStore(f"sqlite:///{path}") as store:
+        assert store.start_run(RunInfo(suite="s")) > 0
+    other.close()
+    check = sqlite3.connect(path)
+    assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    check.close()
