@@ -667,13 +667,13 @@ class ScreenRecognizer:
             return float("nan")  # no reference frame: nothing to confirm against (reported, and refused)
         return max(ncc(signature, r) for r in refs)
 
-    def recognise(self, panel_bgr: np.ndarray) -> Verdict:
+    def recognise(self, panel_bgr: np.ndarray, button_scale: float = BUTTON_OCR_SCALE) -> Verdict:
         started = time.perf_counter()
         if float(np.mean(panel_bgr)) < DARK_MEAN:
             return Verdict("found", self.map.off_screen, 1.0, None, 1.0, 1.0,
                            elapsed_ms=(time.perf_counter() - started) * 1000)
         lines = self.ocr.read(panel_bgr)
-        buttons = self.ocr.read_buttons(panel_bgr)
+        buttons = self.ocr.read_buttons(panel_bgr, scale=button_scale)
         verdict = self.judge(lines, template_signature(panel_bgr), buttons)
         return Verdict(**{**verdict.__dict__, "elapsed_ms": (time.perf_counter() - started) * 1000})
 
@@ -885,6 +885,9 @@ class StableScreen:
     """
 
     REREADS = 3
+    # a reread of a glared label at the same scale mostly misreads it the same way (the glare moves
+    # slowly); at a larger scale it reads (顔認証を行う read as 馴婦証を行う at 0.8, right at 1.0)
+    REREAD_BUTTON_SCALES = (1.0, 1.2, BUTTON_OCR_SCALE)
     KNOWN = 64  # panels shown before, kept with their verdicts: one seen again is named without OCR
 
     def __init__(self, recognizer: ScreenRecognizer, frames: int = 2):
@@ -919,7 +922,8 @@ class StableScreen:
         if self._last_verdict is None:
             self._last_verdict = self._recall(sig)
             if self._last_verdict is None:
-                self._last_verdict = self.recognizer.recognise(panel_bgr)
+                scale = self.REREAD_BUTTON_SCALES[self._rereads - 1] if self._rereads else BUTTON_OCR_SCALE
+                self._last_verdict = self.recognizer.recognise(panel_bgr, button_scale=scale)
                 self.ocr_runs += 1
         v = self._last_verdict
         if v.found and v.unread_buttons:

@@ -273,6 +273,28 @@ def test_button_shapes_are_found_through_glare_and_moire(recognizer):
     assert all(b.box[1] > 300 for b in shapes)  # the button row, not the message
 
 
+def test_a_glared_label_is_read_again_at_a_larger_scale(recognizer):
+    """Seen through the screen in a fault-proof run: the face-auth card's method screen (PIN button
+    hidden) was shown offering only 終了する. Under the station's default camera this frame's 顔認証を行う
+    reads as 馴婦証を行う at the usual scale, and the same again on every reread of the same glare;
+    the reread at a larger scale reads it."""
+    from drivers.screen import StableScreen
+    from sim.screen_camera import Effects, ScreenCamera
+
+    st = state(Screen.METHOD_SELECT)
+    st["buttons"] = ["face", "end"]
+    st["labels"] = [label(Screen.METHOD_SELECT, b) for b in st["buttons"]]
+    cam = ScreenCamera(Effects(), seed=13)
+    frame = cam.view(cam.compose(render_panel(st)), t_s=6 * 0.37)
+    panel = calibrate_bezel(frame, Bezel.from_table(Fixture().station_table())).rectify(frame)
+    first = recognizer.recognise(panel)
+    assert first.found and first.unread_buttons == 1 and "face" not in first.buttons, first  # the glare
+    watcher, shown = StableScreen(recognizer, frames=2), None
+    for no in range(1, 12):  # the same glared frame over and over: only a new scale can read it
+        shown = watcher.feed(no, no * 0.066, panel) or shown
+    assert shown is not None and set(shown.verdict.buttons) == {"face", "end"}, shown
+
+
 def test_template_must_confirm_the_ocr(recognizer):
     # the idle words on a panel laid out like no reference frame (text low, header gone)
     img = np.full((480, 800, 3), 255, np.uint8)
